@@ -1,0 +1,16 @@
+"""metarl_jax: a JAX engine for meta-reinforcement learning."""
+
+from metarl_jax.rollout import Trajectory, rollout
+from metarl_jax.tasks import TaskFamily, family_descriptions, list_families, make
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TaskFamily",
+    "Trajectory",
+    "family_descriptions",
+    "list_families",
+    "make",
+    "rollout",
+    "__version__",
+]

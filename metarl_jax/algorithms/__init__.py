@@ -1,0 +1,29 @@
+"""Meta-learners, one module each, all with the same contract.
+
+Each module ``metarl_jax.algorithms.NAME`` provides a frozen dataclass
+``Config`` and ``make(config, family, mesh=None) -> Learner`` where the learner
+is a named tuple of pure functions ``init(key)``, ``update(state, key)`` and
+``evaluate(state, task_params, key, num_steps)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+ALGORITHMS = {
+    "maml": "metarl_jax.algorithms.maml",
+    "rl2": "metarl_jax.algorithms.rl2",
+}
+
+
+def list_algorithms() -> list[str]:
+    """Names accepted by :func:`get` and ``metarl train``."""
+    return sorted(ALGORITHMS)
+
+
+def get(name: str) -> ModuleType:
+    """The module of algorithm ``name`` (has ``Config`` and ``make``)."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; known algorithms: {', '.join(list_algorithms())}")
+    return importlib.import_module(ALGORITHMS[name])

@@ -1,0 +1,1 @@
+"""The shipped task families; importing this package registers them."""

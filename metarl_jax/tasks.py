@@ -1,0 +1,169 @@
+"""Task families: an environment plus a distribution over its parameters.
+
+A *task* is one ``params`` pytree of an environment; a batch of tasks is the
+same pytree with a leading task axis, so everything above this layer
+``vmap``s over it.
+
+Splits
+------
+``family.sample(key, n, split)`` draws from one of three splits:
+
+* ``"train"`` and ``"test"``: the same parameter distribution, drawn from
+  separate key streams (``jax.random.fold_in(key, split_id)``), so the same
+  user key never yields the same task in both; for continuous parameters the
+  two sets are disjoint with probability one.
+* ``"ood"``: out-of-distribution tasks from parameter ranges disjoint from the
+  training ranges (physics families only; others raise ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from metarl_jax.envs.environment import Environment, require_positive
+
+SPLITS = ("train", "test", "ood")
+_SPLIT_IDS = {"train": 0, "test": 1, "ood": 2}
+
+# sample_fn(key, split) -> params of one task
+SampleFn = Callable[[jax.Array, str], Any]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TaskFamily:
+    """An environment and a sampler of its task parameters.
+
+    Attributes:
+      name: registry name, e.g. ``"cartpole"``.
+      env: the environment; sizes that change shapes are its constructor args.
+      sample_fn: ``sample_fn(key, split) -> params`` for one task.
+      ranges: human-readable description of each varied field per split,
+        ``{"train": {"length": (0.25, 1.0)}, "ood": {...}}``, shown by
+        ``metarl families`` and in the README table.
+      description: one line for listings.
+    """
+
+    name: str
+    env: Environment
+    sample_fn: SampleFn
+    ranges: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this family can sample (always train and test)."""
+        return ("train", "test") + (("ood",) if "ood" in self.ranges else ())
+
+    def sample_params(self, key: jax.Array, split: str = "train") -> Any:
+        """Params of a single task from ``split``."""
+        self._check_split(split)
+        return self.sample_fn(jax.random.fold_in(key, _SPLIT_IDS[split]), split)
+
+    def sample(self, key: jax.Array, num_tasks: int, split: str = "train") -> Any:
+        """Params of ``num_tasks`` tasks, with a leading task axis."""
+        require_positive("num_tasks", num_tasks, integer=True)
+        self._check_split(split)
+        keys = jax.random.split(jax.random.fold_in(key, _SPLIT_IDS[split]), int(num_tasks))
+        return jax.vmap(lambda k: self.sample_fn(k, split))(keys)
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if split not in self.splits:
+            raise ValueError(
+                f"task family {self.name!r} has no {split!r} split; "
+                f"available: {self.splits}"
+            )
+
+
+def uniform_params_sampler(
+    default_params: Any,
+    ranges: Mapping[str, Mapping[str, tuple[float, float]]],
+    derive: Callable[[Any], Any] | None = None,
+) -> SampleFn:
+    """Sampler drawing each listed field of ``default_params`` uniformly.
+
+    ``ranges[split][field] = (low, high)``; fields not listed keep their
+    defaults. A split missing from ``ranges`` uses the ``"train"`` ranges
+    (that is how ``"test"`` shares the training distribution). ``derive`` may
+    recompute dependent fields after sampling.
+    """
+    for split, fields in ranges.items():
+        for field, (low, high) in fields.items():
+            if not hasattr(default_params, field):
+                raise ValueError(f"unknown parameter field {field!r} in {split!r} ranges")
+            if not low <= high:
+                raise ValueError(f"range of {field!r} in {split!r} has low > high")
+
+    def sample_fn(key, split):
+        fields = ranges.get(split, ranges["train"])
+        keys = jax.random.split(key, max(len(fields), 1))
+        updates = {
+            field: jax.random.uniform(k, (), jnp.float32, low, high)
+            for k, (field, (low, high)) in zip(keys, sorted(fields.items()))
+        }
+        params = default_params.replace(**updates)
+        return derive(params) if derive is not None else params
+
+    return sample_fn
+
+
+# -- registry ------------------------------------------------------------------
+
+_REGISTRY: dict[str, tuple[Callable[..., TaskFamily], str]] = {}
+
+
+def register(name: str, description: str = ""):
+    """Decorator registering a ``factory(**overrides) -> TaskFamily`` under ``name``."""
+
+    def decorator(factory):
+        if name in _REGISTRY:
+            raise ValueError(f"task family {name!r} is already registered")
+        _REGISTRY[name] = (factory, description or (factory.__doc__ or "").strip().split("\n")[0])
+        return factory
+
+    return decorator
+
+
+def _load_builtin() -> None:
+    import metarl_jax.families  # noqa: F401  (registers the shipped families)
+
+
+def list_families() -> list[str]:
+    """Names of all registered task families, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def family_descriptions() -> dict[str, str]:
+    """``{name: one-line description}`` of all registered families."""
+    _load_builtin()
+    return {name: _REGISTRY[name][1] for name in sorted(_REGISTRY)}
+
+
+def make(name: str, **overrides) -> TaskFamily:
+    """Build the registered task family ``name``.
+
+    ``overrides`` are passed to the family's factory (e.g. ``arms=10`` for
+    bandits); an unknown override raises ``TypeError`` naming it.
+    """
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown task family {name!r}; known families: {', '.join(sorted(_REGISTRY))}"
+        )
+    factory = _REGISTRY[name][0]
+    try:
+        inspect.signature(factory).bind(**overrides)
+    except TypeError:
+        valid = list(inspect.signature(factory).parameters)
+        bad = [k for k in overrides if k not in valid]
+        raise ValueError(
+            f"task family {name!r} got unknown option(s) {bad}; valid options: {valid}"
+        ) from None
+    return factory(**overrides)
