@@ -1,0 +1,205 @@
+"""Task families of the meta-RL literature: bandits, random MDPs, 2D navigation.
+
+* ``bandit-bernoulli``, ``bandit-gaussian``: RL²'s multi-armed bandits
+  (Duan et al. 2016, Sec. 4.1).
+* ``tabular-mdp``: RL²'s random MDPs (Duan et al. 2016, Sec. 4.2).
+* ``navigation2d``: MAML's point navigation (Finn et al. 2017, Sec. 5.3).
+* ``acrobot``: gymnax ``Acrobot-v1`` with varied link masses, through
+  :func:`~metarl_jax.envs.gymnax_adapter.from_gymnax`.
+
+Train and test tasks share a distribution and differ by key stream; the
+``ood`` splits of ``navigation2d`` and ``acrobot`` draw from parameter sets
+disjoint from training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments.classic_control.acrobot import EnvParams as AcrobotParams
+
+from metarl_jax.envs.bandit import BernoulliBandit, GaussianBandit
+from metarl_jax.envs.environment import require_positive
+from metarl_jax.envs.gymnax_adapter import from_gymnax
+from metarl_jax.envs.navigation import Navigation2D
+from metarl_jax.envs.tabular_mdp import TabularMDP
+from metarl_jax.tasks import TaskFamily, register, uniform_params_sampler
+
+# MAML's goal square and the out-of-distribution square annulus around it
+NAVIGATION_GOAL_HALF_WIDTH = 0.5
+NAVIGATION_OOD_HALF_WIDTH = 1.0
+
+# quarter-turn rotations [4, 2, 2]: side i of a square is side 0 turned i times
+_QUARTER_TURNS = np.array(
+    [[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]]],
+    np.float32,
+)
+
+
+@register("bandit-bernoulli")
+def bernoulli_bandits(arms: int = 5, trial_pulls: int = 1) -> TaskFamily:
+    """Bernoulli bandits, arm means ~ U[0, 1] i.i.d. per arm (RL², Duan et al. 2016, Sec. 4.1).
+
+    Args:
+      arms: number of arms ``k`` (>= 2).
+      trial_pulls: pulls per episode (``max_steps_in_episode``). The default 1
+        is RL²'s convention: every pull is an episode, and a trial of ``n``
+        pulls is ``n`` episodes of the same bandit (the learner's number of
+        episodes per trial). ``trial_pulls=n`` makes one episode a whole trial.
+    """
+    require_positive("arms", arms, integer=True, minimum=2)
+    require_positive("trial_pulls", trial_pulls, integer=True)
+    env = BernoulliBandit(arms)
+    params = env.default_params.replace(max_steps_in_episode=int(trial_pulls))
+
+    def sample_fn(key, split):
+        del split  # test tasks come from a separate key stream
+        return params.replace(arm_means=jax.random.uniform(key, (env.num_arms,), jnp.float32))
+
+    return TaskFamily(
+        name="bandit-bernoulli",
+        env=env,
+        sample_fn=sample_fn,
+        ranges={"train": {"arm_means": (0.0, 1.0)}},
+        description=f"{arms}-armed Bernoulli bandits, p_i ~ U[0, 1] (RL²)",
+    )
+
+
+@register("bandit-gaussian")
+def gaussian_bandits(arms: int = 5, trial_pulls: int = 1) -> TaskFamily:
+    """Gaussian bandits, arm means ~ N(0, 1) i.i.d. per arm, unit reward noise.
+
+    The reward of arm ``a`` is ``N(arm_means[a], 1)``: the standard-normal
+    testbed of Sutton & Barto (2018, Sec. 2.3). ``arms`` and ``trial_pulls``
+    as in ``bandit-bernoulli``.
+    """
+    require_positive("arms", arms, integer=True, minimum=2)
+    require_positive("trial_pulls", trial_pulls, integer=True)
+    env = GaussianBandit(arms)
+    params = env.default_params.replace(max_steps_in_episode=int(trial_pulls))
+
+    def sample_fn(key, split):
+        del split  # test tasks come from a separate key stream
+        return params.replace(arm_means=jax.random.normal(key, (env.num_arms,), jnp.float32))
+
+    return TaskFamily(
+        name="bandit-gaussian",
+        env=env,
+        sample_fn=sample_fn,
+        ranges={"train": {"arm_means": "N(0, 1) per arm", "arm_stds": "1 (fixed)"}},
+        description=f"{arms}-armed Gaussian bandits, mu_i ~ N(0, 1), unit noise",
+    )
+
+
+def sample_square_annulus(key: jax.Array, inner: float, outer: float) -> jax.Array:
+    """A point ``[2]`` uniform on ``{x : inner < max(|x_1|, |x_2|) <= outer}``.
+
+    The max-norm radius ``r`` has density proportional to the perimeter
+    ``8 r`` of its square, so ``r = sqrt(inner^2 + (outer^2 - inner^2) u)``;
+    the point is then uniform on that square's perimeter: one of four sides
+    (equal lengths) and a uniform position along it.
+    """
+    key_radius, key_side, key_along = jax.random.split(key, 3)
+    u = jax.random.uniform(key_radius, (), jnp.float32)
+    radius = jnp.sqrt(inner**2 + (outer**2 - inner**2) * u)
+    side = jax.random.randint(key_side, (), 0, 4)
+    along = jax.random.uniform(key_along, (), jnp.float32, -1.0, 1.0) * radius
+    return jnp.asarray(_QUARTER_TURNS)[side] @ jnp.stack([radius, along])
+
+
+@register("navigation2d")
+def navigation2d(max_steps_in_episode: int = 100) -> TaskFamily:
+    """MAML 2D navigation, goals ~ U[-0.5, 0.5]^2 (Finn et al. 2017, Sec. 5.3).
+
+    The ``ood`` split draws goals uniformly from the square annulus
+    ``0.5 < max(|x|, |y|) <= 1`` around the training square (area 3), so no
+    out-of-distribution goal is a training goal.
+    """
+    require_positive("max_steps_in_episode", max_steps_in_episode, integer=True)
+    env = Navigation2D()
+    params = env.default_params.replace(max_steps_in_episode=int(max_steps_in_episode))
+
+    def sample_fn(key, split):
+        if split == "ood":
+            goal = sample_square_annulus(
+                key, NAVIGATION_GOAL_HALF_WIDTH, NAVIGATION_OOD_HALF_WIDTH
+            )
+        else:
+            goal = jax.random.uniform(
+                key, (2,), jnp.float32, -NAVIGATION_GOAL_HALF_WIDTH, NAVIGATION_GOAL_HALF_WIDTH
+            )
+        return params.replace(goal=goal)
+
+    return TaskFamily(
+        name="navigation2d",
+        env=env,
+        sample_fn=sample_fn,
+        ranges={
+            "train": {"goal": (-0.5, 0.5)},
+            "ood": {"goal": "uniform on 0.5 < max(|x|, |y|) <= 1"},
+        },
+        description="MAML 2D point navigation, goal ~ U[-0.5, 0.5]^2",
+    )
+
+
+@register("tabular-mdp")
+def tabular_mdp(states: int = 10, actions: int = 5, episode_length: int = 10) -> TaskFamily:
+    """RL² random MDPs: mean rewards ~ N(1, 1), transitions ~ Dirichlet(1) (Duan et al. 2016, Sec. 4.2).
+
+    Each ``(s, a)`` gets an independent mean reward ``N(1, 1)`` and a
+    next-state distribution from the flat Dirichlet; per-step reward noise is
+    ``N(0, 1)``; episodes start in state 0 and last ``episode_length`` steps.
+    """
+    require_positive("states", states, integer=True)
+    require_positive("actions", actions, integer=True)
+    require_positive("episode_length", episode_length, integer=True)
+    env = TabularMDP(states, actions, episode_length)
+    params = env.default_params
+    s, a = env.num_states, env.num_actions
+
+    def sample_fn(key, split):
+        del split  # test tasks come from a separate key stream
+        key_transitions, key_rewards = jax.random.split(key)
+        transitions = jax.random.dirichlet(
+            key_transitions, jnp.ones((s,), jnp.float32), (s, a), jnp.float32
+        )
+        mean_rewards = 1.0 + jax.random.normal(key_rewards, (s, a), jnp.float32)
+        return params.replace(transitions=transitions, mean_rewards=mean_rewards)
+
+    return TaskFamily(
+        name="tabular-mdp",
+        env=env,
+        sample_fn=sample_fn,
+        ranges={
+            "train": {
+                "mean_rewards": "N(1, 1) per (s, a)",
+                "transitions": "Dirichlet(1, ..., 1) per (s, a)",
+            }
+        },
+        description=f"RL² random MDPs, |S|={states}, |A|={actions}, T={episode_length}",
+    )
+
+
+ACROBOT_MASS_RANGES = {
+    "train": {"link_mass_1": (0.5, 1.5), "link_mass_2": (0.5, 1.5)},
+    "ood": {"link_mass_1": (1.5, 2.0), "link_mass_2": (1.5, 2.0)},
+}
+
+
+@register("acrobot")
+def acrobot(max_steps_in_episode: int = 500) -> TaskFamily:
+    """gymnax Acrobot-v1 with link masses ~ U[0.5, 1.5] each; ood U[1.5, 2.0].
+
+    Built with :func:`~metarl_jax.envs.gymnax_adapter.from_gymnax`, as an
+    example of turning any gymnax environment into a task family.
+    """
+    require_positive("max_steps_in_episode", max_steps_in_episode, integer=True)
+    defaults = AcrobotParams(max_steps_in_episode=int(max_steps_in_episode))
+    return from_gymnax(
+        "Acrobot-v1",
+        uniform_params_sampler(defaults, ACROBOT_MASS_RANGES),
+        name="acrobot",
+        ranges=ACROBOT_MASS_RANGES,
+        description="gymnax Acrobot-v1, link masses ~ U[0.5, 1.5] (ood [1.5, 2.0])",
+    )
