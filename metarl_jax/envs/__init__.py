@@ -5,3 +5,12 @@ from metarl_jax.envs.bandit import BernoulliBandit, GaussianBandit
 from metarl_jax.envs.navigation import Navigation2D
 from metarl_jax.envs.tabular_mdp import TabularMDP
 from metarl_jax.envs.gymnax_adapter import GymnaxEnvironment, from_gymnax
+from metarl_jax.envs.cartpole import CartPole, CartPoleParams, CartPoleState
+from metarl_jax.envs.mountain_car import (
+    MountainCar,
+    MountainCarContinuous,
+    MountainCarContinuousParams,
+    MountainCarParams,
+    MountainCarState,
+)
+from metarl_jax.envs.pendulum import Pendulum, PendulumParams, PendulumState

@@ -11,15 +11,38 @@ and the ``info`` dictionary, so every env gets the same cheap mechanics.
 
 Our ``Environment`` subclasses gymnax's, so our envs are accepted wherever
 gymnax envs are (``isinstance`` checks, gymnax wrappers such as ``LogWrapper``).
+
+Cheap, exact auto-reset
+-----------------------
+An auto-resetting step computes a reset in every step (``select`` keeps it
+only where the episode ended), so the reset's random numbers are paid for on
+every step. On CPU, ``jax.random`` lowers each Threefry call to a rolled
+``while`` loop that XLA cannot fuse with the dynamics, and gymnax spends three
+of them per step (the caller's key split, its own ``split(key)`` and the
+reset's ``uniform``), several times the cost of CartPole's physics. Here:
+
+* deterministic dynamics (``step_uses_key = False``) get the step key whole
+  for the reset: no split;
+* otherwise :func:`split_key` splits with the same Threefry-2x32 hash written
+  as plain integer ops, bit-identical to ``jax.random.split`` and fused by XLA;
+* resets draw with :func:`reset_uniform`: Threefry-2x32 (20 rounds, the
+  hash behind ``jax.random``) of the key on counters ``0, 1, ...``, both
+  32-bit output words of each block used, so ``n`` uniforms cost
+  ``ceil(n / 2)`` fused blocks (gymnax: ``n`` blocks plus a split). The bits
+  are exactly ``jax.random.key_data(jax.random.split(key, ceil(n / 2)))``
+  and are turned into floats as ``jax.random.uniform`` does, so the draws are
+  unbiased on the float32 grid and independent across keys.
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment as gymnax_environment
 from gymnax.environments import spaces
@@ -47,8 +70,12 @@ class Environment(gymnax_environment.Environment):
     * ``step_uses_key``: ``True`` if ``step_env`` draws random numbers. When
       ``False`` (deterministic dynamics, e.g. CartPole) the step key is handed
       whole to the reset branch instead of being split first: the key is still
-      used exactly once, and one ``jax.random.split`` per step is saved, which
-      is a large share of a simple env's cost on CPU.
+      used exactly once, and one split per step is saved. When ``True`` the
+      key is split by :func:`split_key` (fused, bit-identical to
+      ``jax.random.split``).
+
+    Subclasses should draw reset noise with :func:`reset_uniform`, which XLA
+    fuses into the step (see the module docstring).
     """
 
     step_uses_key: bool = False
@@ -73,7 +100,7 @@ class Environment(gymnax_environment.Environment):
             params = self.default_params
         action = self.check_action(action, params)
         if self.step_uses_key:
-            key_step, key_reset = jax.random.split(key)
+            key_step, key_reset = split_key(key)
         else:
             key_step = key_reset = key
         obs_st, state_st, reward, terminated, info = self.step_env(
@@ -181,3 +208,130 @@ def require_positive(name: str, value, *, integer: bool = False, minimum=None) -
     low = 1 if minimum is None else minimum
     if not value >= low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+def require_positive_params(owner: str, params, fields) -> None:
+    """Raise ``ValueError`` naming ``params.<field>`` unless every value is > 0.
+
+    ``params`` must be concrete (not traced); a leading task axis is fine.
+    ``max_steps_in_episode``, if listed, must also be an integer.
+    """
+    for field in fields:
+        value = np.asarray(getattr(params, field))
+        if field == "max_steps_in_episode" and not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(f"{owner}: params.{field} must be an integer, got {value!r}")
+        if not np.all(value > 0):
+            raise ValueError(f"{owner}: params.{field} must be > 0, got {value!r}")
+
+
+# -- fused Threefry-2x32 ---------------------------------------------------------
+#
+# Salmon, Moraes, Dror & Shaw (2011), "Parallel random numbers: as easy as
+# 1, 2, 3", Threefry-2x32 with 20 rounds: the hash behind ``jax.random``. The
+# same arithmetic as ``jax._src.prng``'s lowering, written with ``jnp`` integer
+# ops: on CPU jax.random's primitive becomes an unfusable rolled loop, this is
+# fused by XLA into whatever consumes the bits.
+
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_THREEFRY_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _rotate_left(x: jax.Array, distance: int) -> jax.Array:
+    return jax.lax.shift_left(x, np.uint32(distance)) | jax.lax.shift_right_logical(
+        x, np.uint32(32 - distance)
+    )
+
+
+def _threefry2x32(key_words: jax.Array, count_hi: jax.Array, count_lo: jax.Array):
+    """Threefry-2x32 (20 rounds) of the 64-bit counters ``(count_hi, count_lo)``.
+
+    ``key_words``: ``uint32[2]``; counters: ``uint32`` arrays of one shape.
+    Returns the two ``uint32`` output words, each of the counters' shape.
+    """
+    k0, k1 = key_words[0], key_words[1]
+    schedule = (k0, k1, k0 ^ k1 ^ _THREEFRY_PARITY)
+    x0 = count_hi + schedule[0]
+    x1 = count_lo + schedule[1]
+    for block in range(5):
+        for distance in _THREEFRY_ROTATIONS[block % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, distance) ^ x0
+        x0 = x0 + schedule[(block + 1) % 3]
+        x1 = x1 + schedule[(block + 2) % 3] + np.uint32(block + 1)
+    return x0, x1
+
+
+def _threefry_key_words(key: jax.Array):
+    """``(uint32[2] key words, typed)`` of a Threefry key, or ``None`` otherwise.
+
+    ``typed`` tells whether ``key`` is a new-style typed key (``jax.random.key``)
+    or a raw ``uint32[2]`` one (``jax.random.PRNGKey``).
+    """
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != () or str(jax.random.key_impl(key)) != "threefry2x32":
+            return None
+        return jax.random.key_data(key), True
+    if (
+        key.dtype == jnp.uint32
+        and key.shape == (2,)
+        and str(jax.config.jax_default_prng_impl) == "threefry2x32"
+    ):
+        return key, False
+    return None
+
+
+def _split_key_words(key_words: jax.Array, num: int) -> jax.Array:
+    """``uint32[num, 2]``: the key data of ``jax.random.split(key, num)``."""
+    count_lo = jnp.arange(num, dtype=jnp.uint32)
+    hi, lo = _threefry2x32(key_words, jnp.zeros_like(count_lo), count_lo)
+    return jnp.stack([hi, lo], axis=-1)
+
+
+def split_key(key: jax.Array, num: int = 2) -> jax.Array:
+    """``jax.random.split(key, num)`` as fused integer ops (same keys, bit for bit).
+
+    Threefry-2x32 of the counters ``0 .. num - 1`` (JAX's default
+    ``jax_threefry_partitionable`` split); any other PRNG implementation
+    falls back to ``jax.random.split``. Returns keys of ``key``'s kind
+    (typed ``[num]`` or raw ``uint32[num, 2]``).
+    """
+    require_positive("num", num, integer=True)
+    words = _threefry_key_words(key)
+    if words is None or not jax.config.jax_threefry_partitionable:
+        return jax.random.split(key, num)
+    key_words, typed = words
+    data = _split_key_words(key_words, int(num))
+    return jax.random.wrap_key_data(data, impl="threefry2x32") if typed else data
+
+
+def uniform_from_bits(bits: jax.Array, minval, maxval) -> jax.Array:
+    """float32 uniforms on ``[minval, maxval)`` from ``uint32`` bits.
+
+    ``jax.random.uniform``'s construction: the top 23 bits become the mantissa
+    of a float in ``[1, 2)``, so ``u - 1`` is exactly uniform on the grid
+    ``k * 2**-23``; then scaled, and clamped below against rounding.
+    """
+    mantissa = jax.lax.shift_right_logical(bits, np.uint32(9)) | np.uint32(0x3F800000)
+    unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+    minval = jnp.asarray(minval, jnp.float32)
+    maxval = jnp.asarray(maxval, jnp.float32)
+    return jnp.maximum(minval, minval + unit * (maxval - minval))
+
+
+def reset_uniform(key: jax.Array, shape, minval=0.0, maxval=1.0) -> jax.Array:
+    """float32 ``U[minval, maxval)`` of ``shape`` from one key, fused into the step.
+
+    The ``n = prod(shape)`` 32-bit words are the key data of
+    ``jax.random.split(key, ceil(n / 2))`` flattened (Threefry-2x32, both
+    output words of each block), converted by :func:`uniform_from_bits`: the
+    quality of ``jax.random`` at ``ceil(n / 2)`` Threefry blocks, none of them
+    in a rolled loop. ``minval``/``maxval`` broadcast against ``shape``. Keys of
+    other PRNG implementations fall back to ``jax.random.uniform``.
+    """
+    shape = tuple(shape)
+    words = _threefry_key_words(key)
+    if words is None:
+        return jax.random.uniform(key, shape, jnp.float32, minval, maxval)
+    size = math.prod(shape)
+    bits = _split_key_words(words[0], max(1, -(-size // 2))).reshape(-1)[:size]
+    return uniform_from_bits(bits.reshape(shape), minval, maxval)
