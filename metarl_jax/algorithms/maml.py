@@ -1,0 +1,390 @@
+"""Model-Agnostic Meta-Learning for RL (Finn et al. 2017, arXiv:1703.03400).
+
+One meta-iteration is one pure function ``update(state, key)``:
+
+1. sample ``meta_batch_size`` tasks from the family's train split;
+2. per task (``vmap``): roll out ``inner_episodes`` episodes with the current
+   policy, take ``num_inner_steps`` policy-gradient steps, each on *fresh*
+   trajectories sampled with the policy adapted so far, and finally roll out
+   the adapted policy to get the validation trajectories;
+3. the outer loss is the surrogate of the adapted policy on the validation
+   trajectories, as a function of the meta-parameters: the adaptation is
+   recomputed differentiably from the (fixed) sampled trajectories, so
+   ``jax.grad`` of it is the exact second-order meta-gradient
+   (``first_order=True`` stops the gradient through the inner gradients);
+4. the outer optimiser takes a step: Adam on the policy-gradient surrogate,
+   PPO-clip epochs (as in ProMP, Rothfuss et al. 2019) or a TRPO step with the
+   KL of the *adapted* policies as constraint (as in the MAML paper and
+   pytorch-maml-rl).
+
+The same outer step with zero inner steps trains the "pretrained" baseline of
+the MAML paper's figure (multi-task policy gradient on the same tasks) inside
+the same compiled update, so one run gives MAML and its baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from metarl_jax.networks import make_policy, policy_sample_fn
+from metarl_jax.rl.baselines import linear_feature_baseline
+from metarl_jax.rl.losses import dice_loss, ppo_clip_loss
+from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
+from metarl_jax.rl.trpo import trpo_step
+from metarl_jax.rollout import Trajectory, rollout
+from metarl_jax.sharding import check_divisible, shard_tasks
+
+OUTER_OPTIMIZERS = ("adam", "ppo", "trpo")
+INNER_ESTIMATORS = ("vpg", "dice")
+ACTIVATIONS = ("relu", "tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """MAML hyperparameters.
+
+    Defaults are pytorch-maml-rl's 2D-navigation configuration (meta-batch 20,
+    20 trajectories of 100 steps, one inner step of 0.1, TRPO with max KL
+    0.01, 2x64 tanh policy).
+
+    Sizes are static (they change array shapes); the rest could be swept.
+    """
+
+    meta_batch_size: int = 20          # tasks per meta-iteration
+    num_inner_steps: int = 1           # inner policy-gradient steps (static)
+    inner_lr: float = 0.1              # inner step size alpha
+    learn_inner_lr: bool = False       # Meta-SGD: learn a per-parameter alpha
+    inner_episodes: int = 20           # trajectories per inner step (and validation)
+    horizon: int = 100                 # steps per trajectory
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+    inner_estimator: str = "vpg"       # "vpg" (as the paper) or "dice" (unbiased 2nd order)
+    first_order: bool = False          # FOMAML: no gradient through inner gradients
+    remat_inner_steps: bool = False    # jax.checkpoint each inner step (memory for many steps)
+    outer_optimizer: str = "trpo"      # "adam" | "ppo" | "trpo"
+    outer_lr: float = 1e-3             # Adam / PPO learning rate
+    ppo_epochs: int = 5
+    ppo_clip: float = 0.2
+    max_kl: float = 0.01               # TRPO trust region
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    line_search_steps: int = 15
+    line_search_backtrack: float = 0.8
+    hidden_sizes: tuple[int, ...] = (64, 64)   # pytorch-maml-rl's navigation policy
+    activation: str = "tanh"
+    init_log_std: float = 0.0
+    eval_episodes: int = 40            # trajectories per step when evaluating
+    eval_inner_lrs: tuple[float, ...] = ()  # evaluation step sizes; last repeats; () = inner_lr
+    train_pretrained: bool = True      # also train the multi-task "pretrained" baseline
+
+    def __post_init__(self):
+        for name in ("meta_batch_size", "inner_episodes", "horizon", "eval_episodes",
+                     "ppo_epochs", "cg_iters", "line_search_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.num_inner_steps, bool) or not isinstance(self.num_inner_steps, int) \
+                or self.num_inner_steps < 0:
+            raise ValueError(
+                f"num_inner_steps must be a non-negative integer, got {self.num_inner_steps!r}")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(f"outer_optimizer must be one of {OUTER_OPTIMIZERS}, "
+                             f"got {self.outer_optimizer!r}")
+        if self.inner_estimator not in INNER_ESTIMATORS:
+            raise ValueError(f"inner_estimator must be one of {INNER_ESTIMATORS}, "
+                             f"got {self.inner_estimator!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name in ("outer_lr", "max_kl", "ppo_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 < self.line_search_backtrack < 1:
+            raise ValueError("line_search_backtrack must be in (0, 1)")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError("gamma and gae_lambda must be in [0, 1]")
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
+        if any(not lr >= 0 for lr in self.eval_inner_lrs):
+            raise ValueError("eval_inner_lrs must be non-negative")
+
+
+@struct.dataclass
+class MAMLState:
+    """Learner state: meta-parameters, optimiser state, the pretrained baseline."""
+
+    meta_params: Any        # {"policy": params, "inner_lr": per-parameter alphas or None}
+    opt_state: Any
+    pretrained_params: Any  # {"policy": params} of the multi-task baseline (or None)
+    pretrained_opt_state: Any
+    step: jax.Array
+
+
+class Learner(NamedTuple):
+    """The learner contract: pure ``init``, ``update``, ``evaluate``."""
+
+    init: Any
+    update: Any
+    evaluate: Any
+    adapt: Any
+    sample: Any
+    meta_loss: Any
+    config: Config
+    family: Any
+    key_metric: str = "post_adaptation_return"
+    curve_xlabel: str = "inner gradient steps"
+
+
+def _tree_axpy(alpha, x, y):
+    """``y - alpha * x`` leafwise; ``alpha`` is a scalar or a pytree like ``x``."""
+    if isinstance(alpha, (float, int)) or (hasattr(alpha, "ndim") and alpha.ndim == 0):
+        return jax.tree.map(lambda xi, yi: yi - alpha * xi, x, y)
+    return jax.tree.map(lambda a, xi, yi: yi - a * xi, alpha, x, y)
+
+
+def make(config: Config, family, mesh=None) -> Learner:
+    """Build the MAML learner for ``family`` (a :class:`metarl_jax.tasks.TaskFamily`)."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a maml.Config, got {type(config).__name__}")
+    check_divisible(config.meta_batch_size, mesh)
+    env = family.env
+    env_params0 = env.default_params
+    policy = make_policy(env.action_space(env_params0), tuple(config.hidden_sizes),
+                         config.activation, config.init_log_std)
+    sample_action = policy_sample_fn(policy)
+    obs_shape = env.observation_space(env_params0).shape
+    episodes, horizon = config.inner_episodes, config.horizon
+
+    # -- losses on fixed trajectories ------------------------------------------
+
+    def advantages(traj: Trajectory):
+        """Advantages from the linear feature baseline fitted on ``traj``."""
+        returns = discounted_returns(traj.reward, traj.valid, config.gamma)
+        values = linear_feature_baseline(traj.obs, returns, traj.valid)
+        next_values = jnp.concatenate(
+            [values[:, 1:] * traj.valid[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
+        adv, _ = gae(traj.reward, values, next_values, traj.terminated, traj.valid,
+                     config.gamma, config.gae_lambda)
+        if config.normalize_advantages:
+            adv = normalize_advantages(adv, traj.valid)
+        return jax.lax.stop_gradient(adv)
+
+    def log_prob(policy_params, traj: Trajectory):
+        dist = policy.apply(policy_params, traj.obs)
+        return dist.log_prob(jax.lax.stop_gradient(traj.action))
+
+    def inner_loss(policy_params, traj: Trajectory):
+        logp = log_prob(policy_params, traj)
+        if config.inner_estimator == "dice":
+            returns = discounted_returns(traj.reward, traj.valid, config.gamma)
+            baseline = linear_feature_baseline(traj.obs, returns, traj.valid)
+            return dice_loss(logp, traj.reward, traj.valid, config.gamma, baseline=baseline)
+        adv = advantages(traj)
+        return -masked_mean(logp * adv, traj.valid)
+
+    def inner_step(meta_params, policy_params, traj, lr):
+        grads = jax.grad(inner_loss)(policy_params, traj)
+        if config.first_order:
+            grads = jax.lax.stop_gradient(grads)
+        alpha = meta_params["inner_lr"] if meta_params["inner_lr"] is not None else lr
+        return _tree_axpy(alpha, grads, policy_params)
+
+    if config.remat_inner_steps:
+        inner_step = jax.checkpoint(inner_step)
+
+    # -- sampling (no gradient) and differentiable re-adaptation ---------------
+
+    def sample_adaptation(meta_params, env_params, key, num_steps):
+        """Sample D_0..D_K with the policy adapted along the way (one task)."""
+        policy_params = meta_params["policy"]
+        trajs = []
+        for _ in range(num_steps + 1):
+            key, sub = jax.random.split(key)
+            traj = rollout(env, sample_action, policy_params, env_params, sub, episodes, horizon)
+            traj = jax.lax.stop_gradient(traj)
+            trajs.append(traj)
+            if len(trajs) <= num_steps:
+                policy_params = jax.lax.stop_gradient(
+                    inner_step(meta_params, policy_params, traj, config.inner_lr))
+        return trajs, policy_params
+
+    def readapt(meta_params, trajs):
+        """The adapted policy params as a differentiable function of meta_params."""
+        policy_params = meta_params["policy"]
+        for traj in trajs[:-1]:
+            policy_params = inner_step(meta_params, policy_params, traj, config.inner_lr)
+        return policy_params
+
+    def collect(meta_params, task_params, key, num_steps):
+        """Per-task data for an outer step: trajectories, advantages, old log-probs."""
+        keys = shard_tasks(jax.random.split(key, config.meta_batch_size), mesh)
+        trajs, adapted = jax.vmap(sample_adaptation, in_axes=(None, 0, 0, None))(
+            meta_params, task_params, keys, num_steps)
+        valid_traj = trajs[-1]
+        adv = jax.vmap(advantages)(valid_traj)
+        old_logp = jax.vmap(log_prob)(adapted, valid_traj)
+        old_dist = jax.vmap(lambda p, t: policy.apply(p, t.obs))(adapted, valid_traj)
+        return trajs, adv, jax.lax.stop_gradient(old_logp), jax.lax.stop_gradient(old_dist)
+
+    def new_dists_and_logp(meta_params, trajs):
+        """Adapted policies' distributions and log-probs on D_K, per task (leading axis)."""
+        def per_task(task_trajs):
+            adapted = readapt(meta_params, task_trajs)
+            dist = policy.apply(adapted, task_trajs[-1].obs)
+            return dist, dist.log_prob(task_trajs[-1].action)
+
+        return jax.vmap(per_task)(trajs)
+
+    def sample(meta_params, task_params, key):
+        """Trajectories ``[D_0, ..., D_K]`` of a task batch (no gradient)."""
+        keys = jax.random.split(key, jax.tree.leaves(task_params)[0].shape[0])
+        trajs, _ = jax.vmap(sample_adaptation, in_axes=(None, 0, 0, None))(
+            meta_params, task_params, keys, config.num_inner_steps)
+        return trajs
+
+    def meta_loss(meta_params, trajs):
+        """Policy-gradient meta-objective on fixed trajectories (differentiable in
+        ``meta_params`` through the inner steps; its gradient is the MAML
+        meta-gradient estimator)."""
+        valid_traj = trajs[-1]
+        adv = jax.vmap(advantages)(valid_traj)
+        _, logp = new_dists_and_logp(meta_params, trajs)
+        return -masked_mean(logp * adv, valid_traj.valid)
+
+    # -- outer optimisers ---------------------------------------------------------
+
+    optimizer = optax.adam(config.outer_lr)
+
+    def outer_step(meta_params, opt_state, task_params, key, num_steps):
+        """One outer update from data sampled with ``meta_params``."""
+        trajs, adv, old_logp, old_dist = collect(meta_params, task_params, key, num_steps)
+        valid = trajs[-1].valid
+
+        def surrogate(mp):  # importance-weighted PG surrogate (gradient = PG at mp = old)
+            _, logp = new_dists_and_logp(mp, trajs)
+            return -masked_mean(jnp.exp(logp - old_logp) * adv, valid)
+
+        if config.outer_optimizer == "adam":
+            loss, grads = jax.value_and_grad(surrogate)(meta_params)
+            updates, opt_state = optimizer.update(grads, opt_state, meta_params)
+            meta_params = optax.apply_updates(meta_params, updates)
+            info = {"outer_loss": loss, "grad_norm": optax.tree.norm(grads)}
+        elif config.outer_optimizer == "ppo":
+            def ppo_loss(mp):
+                _, logp = new_dists_and_logp(mp, trajs)
+                return ppo_clip_loss(logp, old_logp, adv, valid, config.ppo_clip)
+
+            def epoch(carry, _):
+                mp, os_ = carry
+                loss, grads = jax.value_and_grad(ppo_loss)(mp)
+                updates, os_ = optimizer.update(grads, os_, mp)
+                return (optax.apply_updates(mp, updates), os_), loss
+
+            (meta_params, opt_state), losses = jax.lax.scan(
+                epoch, (meta_params, opt_state), None, length=config.ppo_epochs)
+            info = {"outer_loss": losses[0], "outer_loss_final": losses[-1]}
+        else:
+            def mean_kl(mp):
+                dist, _ = new_dists_and_logp(mp, trajs)
+                return masked_mean(jax.vmap(lambda od, nd: od.kl(nd))(old_dist, dist), valid)
+
+            meta_params, trpo_info = trpo_step(
+                surrogate, mean_kl, meta_params, max_kl=config.max_kl,
+                damping=config.cg_damping, cg_iters=config.cg_iters,
+                backtrack_ratio=config.line_search_backtrack,
+                max_backtracks=config.line_search_steps)
+            info = {"outer_loss": trpo_info["loss_before"], "kl": trpo_info["kl"],
+                    "step_fraction": trpo_info["step_fraction"]}
+        returns = [jnp.mean(t.episode_returns) for t in trajs]
+        return meta_params, opt_state, returns, info
+
+    # -- learner functions ------------------------------------------------------
+
+    def init(key: jax.Array) -> MAMLState:
+        """Initial meta-parameters (and the pretrained baseline's, from the same init)."""
+        policy_params = policy.init(key, jnp.zeros(obs_shape, jnp.float32))
+        inner_lrs = (jax.tree.map(lambda p: jnp.full_like(p, config.inner_lr), policy_params)
+                     if config.learn_inner_lr else None)
+        meta_params = {"policy": policy_params, "inner_lr": inner_lrs}
+        pretrained = {"policy": policy_params, "inner_lr": None} if config.train_pretrained else None
+        return MAMLState(
+            meta_params=meta_params,
+            opt_state=optimizer.init(meta_params),
+            pretrained_params=pretrained,
+            pretrained_opt_state=optimizer.init(pretrained) if pretrained is not None else None,
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def update(state: MAMLState, key: jax.Array):
+        """One meta-iteration: sample tasks, adapt, outer step (pure, jit-able)."""
+        task_key, maml_key, pre_key = jax.random.split(key, 3)
+        task_params = shard_tasks(family.sample(task_key, config.meta_batch_size, "train"), mesh)
+        meta_params, opt_state, returns, info = outer_step(
+            state.meta_params, state.opt_state, task_params, maml_key, config.num_inner_steps)
+        metrics = {
+            "pre_adaptation_return": returns[0],
+            "post_adaptation_return": returns[-1],
+            **info,
+        }
+        pre_params, pre_opt = state.pretrained_params, state.pretrained_opt_state
+        if pre_params is not None:
+            pre_params, pre_opt, pre_returns, _ = outer_step(
+                pre_params, pre_opt, task_params, pre_key, 0)
+            metrics["pretrained_return"] = pre_returns[0]
+        new_state = MAMLState(meta_params=meta_params, opt_state=opt_state,
+                              pretrained_params=pre_params, pretrained_opt_state=pre_opt,
+                              step=state.step + 1)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return new_state, metrics
+
+    eval_lrs = tuple(config.eval_inner_lrs) or (config.inner_lr,)
+
+    def adapt(meta_params, env_params, key, num_steps: int, num_episodes=None):
+        """Adaptation curve of one task: mean return after 0..num_steps steps ``[K+1]``.
+
+        Step ``k`` (1-based) uses ``eval_inner_lrs[min(k, len) - 1]`` (as the
+        MAML paper evaluates: 0.1 for the first step, 0.05 after) unless
+        per-parameter step sizes were meta-learned.
+        """
+        n = num_episodes or config.eval_episodes
+        policy_params = meta_params["policy"]
+        curve = []
+        for k in range(num_steps + 1):
+            key, sub = jax.random.split(key)
+            traj = rollout(env, sample_action, policy_params, env_params, sub, n, horizon)
+            curve.append(jnp.mean(traj.episode_returns))
+            if k < num_steps:
+                lr = eval_lrs[min(k, len(eval_lrs) - 1)]
+                policy_params = inner_step(meta_params, policy_params, traj, lr)
+        return jnp.stack(curve)
+
+    def evaluate(state: MAMLState, task_params, key: jax.Array, num_steps: int):
+        """Per-task returns after 0..num_steps inner steps, ``{name: [tasks, K+1]}``.
+
+        Curves: ``"maml"``, ``"pretrained"`` (multi-task baseline, fine-tuned
+        with the same steps) and ``"random_init"`` (a fresh initialisation).
+        """
+        num_tasks = jax.tree.leaves(task_params)[0].shape[0]
+        task_keys = jax.random.split(key, num_tasks)
+
+        def curves(meta_params):
+            return jax.vmap(adapt, in_axes=(None, 0, 0, None))(
+                meta_params, task_params, task_keys, num_steps)
+
+        random_init = {"policy": policy.init(jax.random.fold_in(key, 1),
+                                             jnp.zeros(obs_shape, jnp.float32)),
+                       "inner_lr": None}
+        out = {"maml": curves(state.meta_params)}
+        if state.pretrained_params is not None:
+            out["pretrained"] = curves(state.pretrained_params)
+        out["random_init"] = curves(random_init)
+        return out
+
+    return Learner(init=init, update=update, evaluate=evaluate, adapt=adapt,
+                   sample=sample, meta_loss=meta_loss, config=config, family=family)
