@@ -1,0 +1,408 @@
+"""RL²: fast reinforcement learning via slow reinforcement learning.
+
+Duan et al. 2016, arXiv:1611.02779. A recurrent policy is trained across many
+*trials*; a trial is ``trial_episodes`` episodes of one task (one bandit
+instance, one MDP, one CartPole variant). The recurrent state is carried
+across the episode boundaries inside a trial and reset only when the task
+changes, so the network itself becomes the learning algorithm: what it has
+seen in earlier episodes of the trial shapes how it acts in later ones.
+
+One ``update(state, key)`` is one PPO iteration (Schulman et al. 2017, used
+here instead of the paper's TRPO):
+
+1. sample ``meta_batch_size`` tasks from the family's train split and run one
+   trial on each (``vmap`` over trials of a ``lax.scan`` over the trial's
+   ``trial_episodes * horizon`` steps; the env's auto-reset starts each new
+   episode, the GRU state runs on);
+2. GAE (Schulman et al. 2016) over the whole trial: the trial is RL²'s
+   "episode", so bootstrapping is cut only at the trial's end, never at the
+   inner episode boundaries (Duan et al. 2016, Sec. 2.2);
+3. ``num_epochs`` epochs of PPO-clip on minibatches of trials (or of
+   truncated-BPTT chunks of ``bptt_length`` steps, each restarted from the
+   hidden state the rollout had at its start), with a value loss, an entropy
+   bonus, gradient clipping and Adam.
+
+The policy's input at step ``t`` is ``[obs_t, a_{t-1}, r_{t-1}, d_{t-1}]``:
+the observation, the previous action (one-hot for discrete spaces, the action
+vector for continuous ones), the previous reward and the previous
+episode-done flag (Duan et al. 2016, Fig. 1); all three are zero at the start
+of a trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from gymnax.environments import spaces
+
+from metarl_jax.networks import Categorical, DiagGaussian
+from metarl_jax.rl.losses import ppo_clip_loss
+from metarl_jax.rl.returns import gae, masked_mean, normalize_advantages
+from metarl_jax.sharding import check_divisible, shard_tasks
+
+EVAL_POLICIES = ("sample", "mode")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """RL² hyperparameters (defaults: the RL² bandit setting, PPO instead of TRPO).
+
+    Sizes are static (they change array shapes); the rest could be swept.
+    """
+
+    trial_episodes: int = 10           # episodes per trial (n of the RL² tables)
+    horizon: int | None = None         # steps per episode; None: the env's default
+    meta_batch_size: int = 1024        # tasks per iteration, one trial each
+    hidden_size: int = 256             # GRU units (the paper: 256)
+    bptt_length: int | None = None     # truncated-BPTT chunk length; None: whole trial
+    num_epochs: int = 4                # PPO epochs per iteration
+    num_minibatches: int = 4           # minibatches per epoch (over trials or chunks)
+    learning_rate: float = 1e-3        # Adam step size
+    max_grad_norm: float = 1.0         # global gradient-norm clipping
+    gamma: float = 0.99
+    gae_lambda: float = 0.3
+    clip_eps: float = 0.2              # PPO clipping range
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    reward_scale: float = 1.0          # rewards are multiplied by this for learning only
+    normalize_advantages: bool = True
+    eval_policy: str = "sample"        # "sample" | "mode" when evaluating
+
+    def __post_init__(self):
+        for name in ("trial_episodes", "meta_batch_size", "hidden_size", "num_epochs",
+                     "num_minibatches"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("horizon", "bptt_length"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
+        if self.meta_batch_size % self.num_minibatches:
+            raise ValueError(
+                f"meta_batch_size={self.meta_batch_size} must be divisible by "
+                f"num_minibatches={self.num_minibatches}")
+        for name in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("entropy_coef", "value_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.eval_policy not in EVAL_POLICIES:
+            raise ValueError(
+                f"eval_policy must be one of {EVAL_POLICIES}, got {self.eval_policy!r}")
+
+
+class RL2Network(nn.Module):
+    """GRU policy and value network of RL² (Duan et al. 2016, Sec. 3).
+
+    ``__call__(hidden [..., H], inputs [..., in]) -> (hidden', dist, value [...])``:
+    one step of a GRU (``flax.linen.GRUCell``) shared by a linear policy head
+    (categorical logits, or the mean of a diagonal Gaussian with a learned
+    state-independent ``log_std``) and a linear value head.
+    """
+
+    hidden_size: int
+    action_dim: int
+    discrete: bool
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, inputs: jax.Array):
+        hidden, features = nn.GRUCell(self.hidden_size, name="gru")(hidden, inputs)
+        head = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
+                        name="policy")(features)
+        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0),
+                         name="value")(features)[..., 0]
+        if self.discrete:
+            dist = Categorical(head)
+        else:
+            log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,),
+                                 jnp.float32)
+            dist = DiagGaussian(head, log_std)
+        return hidden, dist, value
+
+
+@struct.dataclass
+class TrialBatch:
+    """Trials in truncated-BPTT chunks: ``B`` trials, ``K`` chunks of ``C`` steps.
+
+    ``K * C >= trial_episodes * horizon``; steps after the trial's last episode
+    ended are padding with ``valid == False``. Shapes:
+
+    * ``chunk_hidden``: ``[B, K, H]`` GRU state at the start of each chunk
+      (zeros for the first chunk: the state resets at every trial start)
+    * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
+    * ``action``: ``[B, K, C, *action_shape]``
+    * ``log_prob``, ``value``, ``reward``: ``[B, K, C]`` float32 (behaviour policy)
+    * ``done``: ``[B, K, C]`` bool, the step ended an inner episode
+    * ``valid``: ``[B, K, C]`` bool, the step belongs to the trial
+    * ``episode``: ``[B, K, C]`` int32, index of the episode within the trial
+    """
+
+    chunk_hidden: jax.Array
+    inputs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    valid: jax.Array
+    episode: jax.Array
+
+    def flat(self, x: jax.Array) -> jax.Array:
+        """``[B, K, C, ...] -> [B, K * C, ...]``: the trial as one time axis."""
+        return x.reshape(x.shape[:1] + (-1,) + x.shape[3:])
+
+
+@struct.dataclass
+class RL2State:
+    """Learner state: network parameters, Adam state, iteration count."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+class Learner(NamedTuple):
+    """The learner contract, plus RL²'s network, trial rollout, GAE and loss."""
+
+    init: Any
+    update: Any
+    evaluate: Any
+    run_trials: Any
+    advantages: Any
+    loss: Any
+    network: RL2Network
+    config: Config
+    family: Any
+    key_metric: str = "mean_trial_return"
+    curve_xlabel: str = "episode in trial"
+
+
+def episode_returns(trials: TrialBatch, num_episodes: int) -> jax.Array:
+    """Undiscounted return of each episode of each trial, ``[B, num_episodes]``."""
+    reward = trials.flat(trials.reward)
+    episode = jnp.where(trials.flat(trials.valid), trials.flat(trials.episode), num_episodes)
+
+    def per_trial(r, e):  # [T], [T] -> [num_episodes]; padding lands in the extra segment
+        return jax.ops.segment_sum(r, e, num_segments=num_episodes + 1)[:num_episodes]
+
+    return jax.vmap(per_trial)(reward, episode)
+
+
+def make(config: Config, family, mesh=None) -> Learner:
+    """Build the RL² learner for ``family`` (a :class:`metarl_jax.tasks.TaskFamily`).
+
+    Raises ``TypeError`` for a wrong config type or an unsupported action
+    space and ``ValueError`` if the batch does not divide over ``mesh``.
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an rl2.Config, got {type(config).__name__}")
+    check_divisible(config.meta_batch_size, mesh)
+    env = family.env
+    params0 = family.sample_params(jax.random.PRNGKey(0))
+    if not hasattr(params0, "max_steps_in_episode"):
+        raise TypeError(f"family {family.name!r}: RL² needs env params with a "
+                        "max_steps_in_episode field (the episode horizon)")
+    horizon = config.horizon or int(params0.max_steps_in_episode)
+    action_space = env.action_space(params0)
+    if isinstance(action_space, spaces.Discrete):
+        discrete, action_dim = True, int(action_space.n)
+    elif isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        discrete, action_dim = False, int(action_space.shape[0])
+        action_low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), (action_dim,))
+        action_high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), (action_dim,))
+    else:
+        raise TypeError(
+            f"family {family.name!r}: RL² supports Discrete and 1-D Box action spaces, "
+            f"got {action_space!r}")
+    obs_dim = math.prod(env.observation_space(params0).shape)
+    input_dim = obs_dim + action_dim + 2
+    network = RL2Network(config.hidden_size, action_dim, discrete)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                            optax.adam(config.learning_rate))
+
+    def with_horizon(task_params):
+        """Episodes of every task are truncated after exactly ``horizon`` steps."""
+        return task_params.replace(
+            max_steps_in_episode=jnp.full_like(jnp.asarray(task_params.max_steps_in_episode),
+                                               horizon))
+
+    def action_input(action):
+        if discrete:
+            return jax.nn.one_hot(action, action_dim, dtype=jnp.float32)
+        return jnp.clip(action, action_low, action_high)
+
+    # -- trial rollout ------------------------------------------------------------
+
+    def run_trials(params, task_params, key, num_episodes: int, deterministic: bool = False):
+        """One trial of ``num_episodes`` episodes on each task (leading axis ``B``).
+
+        The GRU state starts at zero and is carried through every step of the
+        trial, episode boundaries included. Returns a :class:`TrialBatch`.
+        """
+        total = num_episodes * horizon
+        chunk = config.bptt_length or total
+        num_chunks = -(-total // chunk)
+        task_params = with_horizon(task_params)
+        num_tasks = jax.tree.leaves(task_params)[0].shape[0]
+
+        def one_trial(env_params, key):
+            reset_key, scan_key = jax.random.split(key)
+            obs, env_state = env.reset(reset_key, env_params)
+            carry = (obs, env_state, jnp.zeros((config.hidden_size,), jnp.float32),
+                     jnp.zeros((action_dim,), jnp.float32), jnp.zeros((), jnp.float32),
+                     jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+
+            def step(carry, step_key):
+                obs, env_state, hidden, prev_action, prev_reward, prev_done, episode = carry
+                inputs = jnp.concatenate([jnp.reshape(obs, (-1,)).astype(jnp.float32),
+                                          prev_action, prev_reward[None], prev_done[None]])
+                hidden, dist, value = network.apply(params, hidden, inputs)
+                policy_key, env_key = jax.random.split(step_key)
+                action = dist.mode() if deterministic else dist.sample(policy_key)
+                obs, env_state, reward, terminated, truncated, _ = env.step(
+                    env_key, env_state, action, env_params)
+                reward = jnp.asarray(reward, jnp.float32)
+                done = jnp.logical_or(terminated, truncated)
+                out = (inputs, action, dist.log_prob(action), value, reward, done,
+                       episode < num_episodes, episode)
+                carry = (obs, env_state, hidden, action_input(action), reward,
+                         done.astype(jnp.float32), episode + done.astype(jnp.int32))
+                return carry, out
+
+            def run_chunk(carry, chunk_keys):
+                chunk_start_hidden = carry[2]
+                carry, outs = jax.lax.scan(step, carry, chunk_keys)
+                return carry, (chunk_start_hidden, outs)
+
+            keys = jax.random.split(scan_key, num_chunks * chunk).reshape(
+                (num_chunks, chunk) + scan_key.shape)
+            _, (chunk_hidden, outs) = jax.lax.scan(run_chunk, carry, keys)
+            return TrialBatch(chunk_hidden, *outs)
+
+        keys = shard_tasks(jax.random.split(key, num_tasks), mesh)
+        trials = jax.vmap(one_trial)(task_params, keys)
+        return shard_tasks(trials, mesh)
+
+    # -- PPO ---------------------------------------------------------------------
+
+    def loss(params, hidden, inputs, action, old_log_prob, advantages, returns, valid):
+        """Recurrent PPO loss on ``N`` sequences of ``C`` steps (Schulman et al. 2017).
+
+        ``hidden [N, H]`` is the GRU state at each sequence's start, the other
+        arguments are ``[N, C, ...]``. Returns ``(loss, aux)`` with the clipped
+        surrogate, ``value_coef`` times half the squared error of the value
+        against the GAE returns, and ``entropy_coef`` times the entropy bonus.
+        """
+        def step(h, x):
+            h, dist, value = network.apply(params, h, x)
+            return h, (dist, value)
+
+        _, (dist, value) = jax.lax.scan(step, hidden, jnp.swapaxes(inputs, 0, 1))
+        dist, value = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), (dist, value))
+        log_prob = dist.log_prob(action)
+        policy_loss = ppo_clip_loss(log_prob, old_log_prob, advantages, valid, config.clip_eps)
+        value_loss = 0.5 * masked_mean(jnp.square(value - returns), valid)
+        entropy = masked_mean(dist.entropy(), valid)
+        total = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
+        log_ratio = log_prob - old_log_prob
+        aux = {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": masked_mean(jnp.expm1(log_ratio) - log_ratio, valid),
+            "clip_fraction": masked_mean(jnp.abs(log_ratio) > jnp.log1p(config.clip_eps),
+                                         valid),
+        }
+        return total, aux
+
+    def trial_advantages(trials: TrialBatch):
+        """GAE over each whole trial, ``[B, K * C]``: cut only at the trial's end."""
+        valid = trials.flat(trials.valid)
+        value = trials.flat(trials.value)
+        next_value = jnp.concatenate([value[:, 1:], jnp.zeros_like(value[:, :1])], axis=1)
+        next_valid = jnp.concatenate([valid[:, 1:], jnp.zeros_like(valid[:, :1])], axis=1)
+        trial_end = valid & ~next_valid
+        reward = trials.flat(trials.reward) * config.reward_scale
+        adv, returns = gae(reward, value, next_value, trial_end, valid,
+                           config.gamma, config.gae_lambda)
+        if config.normalize_advantages:
+            adv = normalize_advantages(adv, valid)
+        return adv, returns
+
+    def init(key: jax.Array) -> RL2State:
+        """Initial network parameters and optimiser state."""
+        params = network.init(key, jnp.zeros((config.hidden_size,), jnp.float32),
+                              jnp.zeros((input_dim,), jnp.float32))
+        return RL2State(params=params, opt_state=optimizer.init(params),
+                        step=jnp.zeros((), jnp.int32))
+
+    def update(state: RL2State, key: jax.Array):
+        """One PPO iteration on fresh trials of train tasks (pure, jit-able)."""
+        task_key, trial_key, perm_key = jax.random.split(key, 3)
+        task_params = shard_tasks(
+            family.sample(task_key, config.meta_batch_size, "train"), mesh)
+        trials = run_trials(state.params, task_params, trial_key, config.trial_episodes)
+        adv, returns = trial_advantages(trials)
+        b, k, c = trials.valid.shape
+        chunked = lambda x: x.reshape((b * k, c) + x.shape[3:])  # noqa: E731
+        data = (trials.chunk_hidden.reshape(b * k, -1), chunked(trials.inputs),
+                chunked(trials.action), chunked(trials.log_prob),
+                adv.reshape(b * k, c), returns.reshape(b * k, c), chunked(trials.valid))
+        grad_fn = jax.value_and_grad(loss, has_aux=True)
+
+        def minibatch_step(carry, batch):
+            params, opt_state = carry
+            (_, aux), grads = grad_fn(params, *batch)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            aux = {**aux, "grad_norm": optax.global_norm(grads)}
+            return (optax.apply_updates(params, updates), opt_state), aux
+
+        def epoch(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, b * k)
+            batches = jax.tree.map(
+                lambda x: x[order].reshape((config.num_minibatches, -1) + x.shape[1:]), data)
+            return jax.lax.scan(minibatch_step, carry, batches)
+
+        (params, opt_state), aux = jax.lax.scan(
+            epoch, (state.params, state.opt_state),
+            jax.random.split(perm_key, config.num_epochs))
+        per_episode = episode_returns(trials, config.trial_episodes)  # [B, n]
+        metrics = {
+            "mean_trial_return": jnp.mean(jnp.sum(per_episode, axis=1)),
+            "first_episode_return": jnp.mean(per_episode[:, 0]),
+            "last_episode_return": jnp.mean(per_episode[:, -1]),
+            "env_steps": jnp.sum(trials.valid),
+            **{name: jnp.mean(value) for name, value in aux.items()},
+        }
+        metrics = {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
+        return RL2State(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    def evaluate(state: RL2State, task_params, key: jax.Array, num_steps: int | None = None):
+        """Return of each episode of one trial per held-out task, ``{"rl2": [tasks, n]}``.
+
+        ``num_steps`` is the number of episodes in the trial (``None``:
+        ``trial_episodes``, as trained); the policy samples its actions or
+        takes the most likely one, as ``eval_policy`` says.
+        """
+        num_episodes = config.trial_episodes if num_steps is None else int(num_steps)
+        trials = run_trials(state.params, task_params, key, num_episodes,
+                            deterministic=config.eval_policy == "mode")
+        return {"rl2": episode_returns(trials, num_episodes)}
+
+    return Learner(init=init, update=update, evaluate=evaluate, run_trials=run_trials,
+                   advantages=trial_advantages, loss=loss, network=network, config=config,
+                   family=family)

@@ -1,0 +1,261 @@
+"""RL² (Duan et al. 2016): trial rollouts, recurrent PPO loss, learning on bandits."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import metarl_jax
+from metarl_jax.algorithms import rl2
+
+EPISODE_LENGTH = 3
+TRIAL_EPISODES = 3
+
+
+def tiny_config(**overrides):
+    fields = dict(trial_episodes=TRIAL_EPISODES, meta_batch_size=4, hidden_size=8,
+                  num_epochs=1, num_minibatches=2)
+    fields.update(overrides)
+    return rl2.Config(**fields)
+
+
+@pytest.fixture(scope="module")
+def mdp_family():
+    return metarl_jax.make("tabular-mdp", states=3, actions=2, episode_length=EPISODE_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def stepwise(mdp_family):
+    """Learner whose truncated-BPTT chunks are single steps: the hidden state of every step."""
+    learner = rl2.make(tiny_config(bptt_length=1), mdp_family)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
+    run = jax.jit(learner.run_trials, static_argnums=3)
+    trials = run(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    return learner, params, tasks, trials
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [
+    ("trial_episodes", 0), ("meta_batch_size", -4), ("hidden_size", 0), ("num_epochs", 0),
+    ("num_minibatches", 0), ("horizon", 0), ("bptt_length", 0), ("learning_rate", 0.0),
+    ("max_grad_norm", -1.0), ("clip_eps", 0.0), ("reward_scale", 0.0),
+    ("entropy_coef", -0.1), ("value_coef", -1.0), ("gamma", 1.5), ("gae_lambda", -0.1),
+    ("eval_policy", "greedy"), ("hidden_size", 2.5), ("trial_episodes", True),
+])
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        rl2.Config(**{field: value})
+
+
+def test_config_minibatches_must_divide_batch():
+    with pytest.raises(ValueError, match="num_minibatches"):
+        rl2.Config(meta_batch_size=10, num_minibatches=4)
+
+
+def test_make_rejects_wrong_config_type(mdp_family):
+    with pytest.raises(TypeError, match="rl2.Config"):
+        rl2.make({"hidden_size": 8}, mdp_family)
+
+
+# -- trial rollout: hidden state across episodes, reset between trials -----------------
+
+
+def test_trial_shapes_and_episode_structure(stepwise):
+    learner, _, _, trials = stepwise
+    steps = TRIAL_EPISODES * EPISODE_LENGTH
+    chex.assert_shape(trials.chunk_hidden, (4, steps, 8))
+    chex.assert_shape(trials.inputs, (4, steps, 1, 3 + 2 + 2))  # obs, one-hot action, r, d
+    chex.assert_shape([trials.reward, trials.valid, trials.done], (4, steps, 1))
+    flat_done = np.asarray(trials.flat(trials.done))
+    expected_done = (np.arange(steps) % EPISODE_LENGTH) == EPISODE_LENGTH - 1
+    np.testing.assert_array_equal(flat_done, np.broadcast_to(expected_done, (4, steps)))
+    np.testing.assert_array_equal(trials.flat(trials.episode)[0],
+                                  np.arange(steps) // EPISODE_LENGTH)
+    assert bool(jnp.all(trials.valid))
+    inputs = np.asarray(trials.flat(trials.inputs))
+    # the previous-done input is 1 exactly at the first step of episodes 2..n
+    prev_done = np.concatenate([np.zeros((4, 1), bool), flat_done[:, :-1]], axis=1)
+    np.testing.assert_array_equal(inputs[..., -1], prev_done * 1.0)
+    # episodes start in state 0 (one-hot obs), the previous action is one-hot
+    np.testing.assert_array_equal(inputs[:, ::EPISODE_LENGTH, 0], 1.0)
+    np.testing.assert_array_equal(inputs[:, 1:, 3:5].sum(-1), 1.0)
+
+
+def test_hidden_state_is_zero_at_trial_start_and_carried_across_episodes(stepwise):
+    learner, params, _, trials = stepwise
+    hidden = np.asarray(trials.chunk_hidden)  # [B, T, H]: the state before each step
+    np.testing.assert_array_equal(hidden[:, 0], 0.0)
+    # every later state is exactly one GRU step from the previous one, also at the
+    # first step of a new episode (t = 3, 6): nothing resets inside a trial
+    next_hidden, _, _ = learner.network.apply(params, trials.chunk_hidden[:, :-1],
+                                              trials.inputs[:, :-1, 0])
+    np.testing.assert_allclose(hidden[:, 1:], next_hidden, rtol=1e-5, atol=1e-6)
+    for t in range(EPISODE_LENGTH, TRIAL_EPISODES * EPISODE_LENGTH, EPISODE_LENGTH):
+        assert np.all(np.abs(hidden[:, t]).max(-1) > 1e-3), f"state reset at episode start t={t}"
+
+
+def test_every_trial_starts_fresh(stepwise, mdp_family):
+    """A trial depends only on its own task and key: nothing leaks between trials."""
+    learner, params, tasks, trials = stepwise
+    others = mdp_family.sample(jax.random.PRNGKey(7), 4)
+    mixed = jax.tree.map(lambda t, o: o.at[2].set(t[2]), tasks, others)
+    trials_mixed = learner.run_trials(params, mixed, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    for field in ("chunk_hidden", "inputs", "action", "reward"):
+        np.testing.assert_allclose(getattr(trials_mixed, field)[2], getattr(trials, field)[2],
+                                   rtol=1e-5, atol=1e-6, err_msg=field)
+    assert not np.allclose(trials_mixed.reward[0], trials.reward[0])
+
+
+def test_chunking_does_not_change_the_trial(mdp_family, stepwise):
+    """Whole-trial and one-step chunks give the same rollout and the same PPO loss."""
+    learner, params, tasks, trials = stepwise
+    whole = rl2.make(tiny_config(bptt_length=None), mdp_family)
+    trials_whole = whole.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    for field in ("action", "reward", "log_prob", "value", "inputs"):
+        np.testing.assert_allclose(trials.flat(getattr(trials, field)),
+                                   trials_whole.flat(getattr(trials_whole, field)),
+                                   rtol=1e-5, atol=1e-6, err_msg=field)
+    adv, returns = learner.advantages(trials)
+    b, k, c = trials.valid.shape
+    chunk_loss, _ = learner.loss(
+        params, trials.chunk_hidden.reshape(b * k, -1), trials.inputs.reshape(b * k, c, -1),
+        trials.action.reshape(b * k, c), trials.log_prob.reshape(b * k, c),
+        adv.reshape(b * k, c), returns.reshape(b * k, c), trials.valid.reshape(b * k, c))
+    whole_loss, _ = whole.loss(
+        params, trials_whole.chunk_hidden[:, 0], trials_whole.inputs[:, 0],
+        trials_whole.action[:, 0], trials_whole.log_prob[:, 0], adv, returns,
+        trials_whole.valid[:, 0])
+    np.testing.assert_allclose(chunk_loss, whole_loss, rtol=1e-5)
+
+
+def test_gae_spans_episode_boundaries_and_stops_at_trial_end(mdp_family, stepwise):
+    """With gamma = lambda = 1 and no normalisation the return is the trial's reward-to-go."""
+    _, params, _, trials = stepwise
+    learner = rl2.make(tiny_config(bptt_length=1, gamma=1.0, gae_lambda=1.0,
+                                   normalize_advantages=False, reward_scale=2.0), mdp_family)
+    _, returns = learner.advantages(trials)
+    rewards = np.asarray(trials.flat(trials.reward)) * 2.0
+    reward_to_go = np.cumsum(rewards[:, ::-1], axis=1)[:, ::-1]
+    np.testing.assert_allclose(returns, reward_to_go, rtol=1e-5, atol=1e-5)
+
+
+def test_trial_ends_after_n_episodes_of_variable_length():
+    """Padding steps after the n-th episode are invalid and excluded from the returns."""
+    family = metarl_jax.make("bandit-bernoulli", arms=2)
+    learner = rl2.make(tiny_config(horizon=2, bptt_length=4), family)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    tasks = family.sample(jax.random.PRNGKey(1), 4)
+    trials = learner.run_trials(params, tasks, jax.random.PRNGKey(2), 3)
+    # 3 episodes x horizon 2 = 6 steps, padded to 2 chunks of 4
+    chex.assert_shape(trials.valid, (4, 2, 4))
+    np.testing.assert_array_equal(trials.flat(trials.valid)[0], [1, 1, 1, 1, 1, 1, 0, 0])
+    returns = rl2.episode_returns(trials, 3)
+    np.testing.assert_allclose(returns.sum(1), jnp.sum(trials.reward * trials.valid, (1, 2)))
+
+
+# -- the recurrent PPO loss against finite differences ---------------------------------
+
+
+def test_loss_gradient_matches_finite_differences(mdp_family, stepwise):
+    learner = rl2.make(tiny_config(hidden_size=4, entropy_coef=0.05), mdp_family)
+    _, _, tasks, _ = stepwise
+    params = learner.init(jax.random.PRNGKey(3)).params
+    trials = learner.run_trials(params, tasks, jax.random.PRNGKey(4), TRIAL_EPISODES)
+    adv, returns = learner.advantages(trials)
+    # old log-probs away from the clipping kinks: some ratios inside, some clipped
+    offsets = jax.random.choice(jax.random.PRNGKey(5), jnp.array([-0.6, -0.05, 0.05, 0.6]),
+                                adv.shape)
+    args = (trials.chunk_hidden[:, 0], trials.inputs[:, 0], trials.action[:, 0],
+            trials.log_prob[:, 0] + offsets, adv, returns + 0.3, trials.valid[:, 0])
+    loss = jax.jit(lambda p: learner.loss(p, *args)[0])
+    grads = jax.grad(loss)(params)
+    flat, unravel = ravel_pytree(params)
+    flat_grads, _ = ravel_pytree(grads)
+    assert float(jnp.linalg.norm(flat_grads)) > 1e-2
+    eps = 1e-2
+    for i, key in enumerate(jax.random.split(jax.random.PRNGKey(6), 4)):
+        direction = jax.random.normal(key, flat.shape)
+        direction = direction / jnp.linalg.norm(direction)
+        if i == 0:  # the steepest direction: a large, well-conditioned derivative
+            direction = flat_grads / jnp.linalg.norm(flat_grads)
+        numeric = (loss(unravel(flat + eps * direction))
+                   - loss(unravel(flat - eps * direction))) / (2 * eps)
+        analytic = jnp.dot(flat_grads, direction)
+        np.testing.assert_allclose(numeric, analytic, rtol=2e-2,
+                                   atol=2e-2 * float(jnp.linalg.norm(flat_grads)))
+
+
+# -- update and evaluate ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bandit_learner():
+    family = metarl_jax.make("bandit-bernoulli", arms=2)
+    return rl2.make(tiny_config(trial_episodes=5, meta_batch_size=8, bptt_length=2), family)
+
+
+def test_update_compiles_once_and_reports_metrics(bandit_learner):
+    update = jax.jit(chex.assert_max_traces(bandit_learner.update, n=1))
+    state = bandit_learner.init(jax.random.PRNGKey(0))
+    for i in range(3):
+        state, metrics = update(state, jax.random.PRNGKey(i))
+    assert int(state.step) == 3
+    for name in ("mean_trial_return", "policy_loss", "value_loss", "entropy", "approx_kl",
+                 "grad_norm", "env_steps"):
+        assert metrics[name].dtype == jnp.float32 and metrics[name].shape == (), name
+        assert np.isfinite(metrics[name]), name
+    assert float(metrics["env_steps"]) == 8 * 5
+    assert 0.0 <= float(metrics["mean_trial_return"]) <= 5.0
+
+
+def test_evaluate_returns_per_episode_curve(bandit_learner):
+    state = bandit_learner.init(jax.random.PRNGKey(0))
+    tasks = bandit_learner.family.sample(jax.random.PRNGKey(1), 6, "test")
+    curve = bandit_learner.evaluate(state, tasks, jax.random.PRNGKey(2), None)["rl2"]
+    chex.assert_shape(curve, (6, 5))
+    assert set(np.unique(np.asarray(curve))) <= {0.0, 1.0}
+    longer = bandit_learner.evaluate(state, tasks, jax.random.PRNGKey(2), 7)["rl2"]
+    chex.assert_shape(longer, (6, 7))
+
+
+def test_continuous_actions_run(in_ci):
+    """Box action spaces: Gaussian head, the action vector is the previous-action input."""
+    family = metarl_jax.make("navigation2d", max_steps_in_episode=4)
+    learner = rl2.make(tiny_config(trial_episodes=2), family)
+    state = learner.init(jax.random.PRNGKey(0))
+    trials = learner.run_trials(state.params, family.sample(jax.random.PRNGKey(1), 4),
+                                jax.random.PRNGKey(2), 2)
+    chex.assert_shape(trials.action, (4, 1, 8, 2))
+    chex.assert_shape(trials.inputs, (4, 1, 8, 2 + 2 + 2))
+    assert bool(jnp.all(jnp.isfinite(trials.log_prob)))
+    assert "log_std" in state.params["params"]
+
+
+# -- learning ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rl2_beats_random_on_two_armed_bandit(in_ci):
+    """n = 10 pulls of a 2-armed bandit, p ~ U[0, 1]: random gets 5.0, the oracle 6.67."""
+    family = metarl_jax.make("bandit-bernoulli", arms=2)
+    iterations = 40 if in_ci else 100
+    config = rl2.Config(trial_episodes=10, meta_batch_size=256, hidden_size=64,
+                        learning_rate=3e-3)
+    learner = rl2.make(config, family)
+    update = jax.jit(learner.update)
+    state = learner.init(jax.random.PRNGKey(0))
+    for key in jax.random.split(jax.random.PRNGKey(1), iterations):
+        state, metrics = update(state, key)
+    tasks = family.sample(jax.random.PRNGKey(2), 1000, "test")
+    curve = learner.evaluate(state, tasks, jax.random.PRNGKey(3), None)["rl2"]
+    trial_returns = curve.sum(axis=1)
+    standard_error = float(trial_returns.std() / np.sqrt(1000))
+    # random play: 5.0 with a standard error of about 0.06 on 1000 trials
+    assert float(trial_returns.mean()) > 5.0 + max(0.4, 6 * standard_error)
+    # it explores, then exploits: later pulls pay more than the first
+    assert float(curve[:, -3:].mean()) > float(curve[:, 0].mean()) + 0.05
