@@ -1,0 +1,92 @@
+"""Plots of a run: the adaptation curve and the training curves (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from metarl_jax.training.logging import read_csv  # noqa: E402
+
+
+def plot_adaptation_curve(summary: Mapping[str, Any], path: Path, title: str = "") -> Path:
+    """Mean return ± 95% CI over held-out tasks against adaptation steps/episodes.
+
+    ``summary`` is the dict of :func:`metarl_jax.training.logging.summarize_curves`
+    (plus ``"xlabel"``); the learner's own curve and its baselines share the axes.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    x = np.asarray(summary["x"])
+    for name, curve in summary["curves"].items():
+        mean, ci = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
+        ax.plot(x, mean, marker="o", label=name)
+        ax.fill_between(x, mean - ci, mean + ci, alpha=0.2)
+    ax.set_xlabel(summary.get("xlabel", "adaptation step"))
+    ax.set_ylabel(f"mean return ({summary['num_tasks']} {summary.get('split', 'test')} tasks)")
+    ax.set_xticks(x)
+    ax.set_title(title or "adaptation curve (mean ± 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.13, top=0.91)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curve(run_dir: Path, path: Path, title: str = "") -> Path:
+    """One panel per training metric of ``metrics.csv`` against iteration, plus a
+    panel with the last point of every adaptation curve of ``eval.csv`` (± 95% CI)."""
+    run_dir = Path(run_dir)
+    metrics = read_csv(run_dir / "metrics.csv")
+    iterations = metrics.pop("iteration")
+    evals = read_csv(run_dir / "eval.csv") if (run_dir / "eval.csv").exists() else {}
+    eval_last = _last_point_columns(evals)
+    panels = len(metrics) + (1 if eval_last else 0)
+    cols = min(3, max(panels, 1))
+    rows = math.ceil(max(panels, 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3 * rows), squeeze=False)
+    flat = axes.reshape(-1)
+    for ax, (name, values) in zip(flat, metrics.items()):
+        ax.plot(iterations, values)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    if eval_last:
+        ax = flat[len(metrics)]
+        for name, (mean_col, ci_col) in eval_last.items():
+            mean, ci = evals[mean_col], evals[ci_col]
+            ax.plot(evals["iteration"], mean, marker="o", label=name)
+            ax.fill_between(evals["iteration"], mean - ci, mean + ci, alpha=0.2)
+        ax.set_title("held-out tasks: last point of the adaptation curve", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in flat[panels:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    # fixed margins: tight_layout would draw the figure an extra time
+    height = 3 * rows  # inches
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.55 / height, top=1 - 0.6 / height,
+                        wspace=0.3, hspace=0.6)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def _last_point_columns(evals: Mapping[str, np.ndarray]) -> dict[str, tuple[str, str]]:
+    """``{curve: (mean column, ci column)}`` of each curve's last x in ``eval.csv``."""
+    last: dict[str, tuple[int, str, str]] = {}
+    for column in evals:
+        if not column.endswith("_mean"):
+            continue
+        name, _, x = column[: -len("_mean")].rpartition("_")
+        if int(x) >= last.get(name, (-1,))[0]:
+            last[name] = (int(x), column, f"{name}_{x}_ci95")
+    return {name: (mean, ci) for name, (_, mean, ci) in last.items()}

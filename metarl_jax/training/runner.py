@@ -1,0 +1,562 @@
+"""The host loop shared by every algorithm: compile, iterate, log, checkpoint, plot.
+
+:func:`train` drives any learner that follows the contract of
+:mod:`metarl_jax.algorithms` (``init``, ``update``, ``evaluate``,
+``key_metric``, ``curve_xlabel``). ``update`` is compiled once, ahead of the
+loop, as a ``lax.scan`` over ``iterations_per_call`` meta-iterations, so one
+host call (one dispatch, one device-to-host copy of the metrics) covers
+several iterations.
+
+Keys are a function of the seed and the iteration index only
+(``fold_in(train_key, i)`` for iteration ``i``), so a run resumed from a
+checkpoint computes exactly what the uninterrupted run computed: on CPU the
+parameters, ``metrics.csv`` and ``eval.csv`` are bitwise identical.
+
+Run directory (see :func:`train`)::
+
+    config.json            algorithm, its config, family, seed, runner settings,
+                           library versions, devices
+    metrics.csv            iteration + every scalar training metric (reproducible)
+    eval.csv               iteration + mean/CI of each adaptation curve on test tasks
+    timing.csv             iteration + cumulative training wall time (seconds)
+    tensorboard/           TensorBoard events of the same scalars
+    checkpoints/<it>/      orbax checkpoints: learner state + host JSON
+    adaptation_curve.json  latest evaluation on held-out test tasks (per task too)
+    adaptation_curve.png   mean ± 95% CI, learner and baselines on the same axes
+    training_curve.png     every training metric, and the evaluations, vs iteration
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import json
+import platform
+import shutil
+import time
+import types
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from metarl_jax import algorithms, tasks
+from metarl_jax.sharding import TASK_AXIS, check_divisible, replicate, task_mesh
+from metarl_jax.training.checkpoint import Checkpointer
+from metarl_jax.training.config import config_from_dict, config_to_dict
+from metarl_jax.training.logging import (RunLogger, flatten_metrics, read_csv, summarize_curves,
+                                         truncate_csv, write_json)
+from metarl_jax.training.plotting import plot_adaptation_curve, plot_training_curve
+
+# Settings that determine what a run computes; a resume must not change them.
+IDENTITY_KEYS = ("algorithm", "algorithm_config", "family", "family_options", "seed",
+                 "iterations_per_call", "eval_every", "eval_num_tasks", "eval_num_steps")
+LEARNER_FIELDS = ("init", "update", "evaluate", "key_metric", "curve_xlabel")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked (exists, missing, or mismatched)."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A metric or the learner state became NaN/Inf; the run was stopped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What :func:`train` returns: where the run is and how it ended."""
+
+    run_dir: Path
+    state: Any                       # final learner state
+    iteration: int                   # iterations completed
+    metrics: dict[str, float]        # training metrics of the last iteration
+    adaptation_curve: dict[str, Any]  # final evaluation (adaptation_curve.json)
+
+    @property
+    def adaptation_curve_plot(self) -> Path:
+        return self.run_dir / "adaptation_curve.png"
+
+    @property
+    def training_curve_plot(self) -> Path:
+        return self.run_dir / "training_curve.png"
+
+
+class LoadedRun(NamedTuple):
+    """A run directory read back by :func:`load_run`."""
+
+    run_dir: Path
+    settings: dict[str, Any]  # contents of config.json
+    learner: Any
+    family: tasks.TaskFamily
+    state: Any
+    iteration: int
+
+
+# -- resolving the pieces --------------------------------------------------------
+
+
+def resolve_algorithm(algorithm: str | types.ModuleType) -> tuple[str, types.ModuleType]:
+    """``(name, module)`` of a registered algorithm name or an algorithm module."""
+    if isinstance(algorithm, str):
+        return algorithm, algorithms.get(algorithm)
+    if not (hasattr(algorithm, "Config") and hasattr(algorithm, "make")):
+        raise TypeError("algorithm must be a registered name or a module with Config and make, "
+                        f"got {algorithm!r}")
+    return algorithm.__name__.rsplit(".", 1)[-1], algorithm
+
+
+def resolve_config(module: types.ModuleType, config: Any) -> Any:
+    """The algorithm's ``Config`` from ``None`` (defaults), a dict, or an instance."""
+    if config is None:
+        return module.Config()
+    if isinstance(config, module.Config):
+        return config
+    if isinstance(config, Mapping):
+        return config_from_dict(module.Config, config)
+    raise TypeError(f"config must be a {module.__name__}.Config, a dict or None, "
+                    f"got {type(config).__name__}")
+
+
+def resolve_family(family: str | tasks.TaskFamily,
+                   family_options: Mapping[str, Any] | None) -> tuple[tasks.TaskFamily, dict]:
+    """``(TaskFamily, options)`` from a registered name (+ options) or a family object."""
+    if isinstance(family, tasks.TaskFamily):
+        if family_options:
+            raise ValueError("family_options apply only when family is given by name")
+        return family, {}
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a task family name or a TaskFamily, got {family!r}")
+    options = dict(family_options or {})
+    return tasks.make(family, **options), options
+
+
+def build_mesh(use_mesh: bool | None):
+    """The ``tasks`` mesh over all devices, or ``None``.
+
+    ``use_mesh=None`` builds one when more than one device is visible. For
+    several hosts, call ``jax.distributed.initialize()`` first: the mesh then
+    spans every host's devices and the code path is the same.
+    """
+    if use_mesh is None:
+        use_mesh = jax.device_count() > 1
+    return task_mesh() if use_mesh else None
+
+
+def check_learner(learner: Any) -> None:
+    """Raise ``TypeError`` naming the fields a learner lacks."""
+    missing = [name for name in LEARNER_FIELDS if not hasattr(learner, name)]
+    if missing:
+        raise TypeError(f"learner lacks the contract field(s) {missing}; "
+                        f"a learner needs {list(LEARNER_FIELDS)}")
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(init, train, eval_tasks, eval)`` keys of a run, all derived from ``seed``."""
+    root = jax.random.PRNGKey(seed)
+    return tuple(jax.random.fold_in(root, i) for i in range(4))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def identity_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """``["algorithm_config.inner_lr: 0.1 (checkpoint) vs 0.2 (requested)", ...]``."""
+    old = _flatten(json.loads(json.dumps({k: saved.get(k) for k in IDENTITY_KEYS})))
+    new = _flatten(json.loads(json.dumps({k: requested.get(k) for k in IDENTITY_KEYS})))
+    return [f"{key}: {old.get(key)!r} (checkpoint) vs {new.get(key)!r} (requested)"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("metarl_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _devices(mesh) -> dict[str, Any]:
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "count": len(devices),
+            "process_count": jax.process_count(),
+            "kinds": sorted({d.device_kind for d in devices}),
+            "task_mesh": None if mesh is None else int(mesh.shape[TASK_AXIS])}
+
+
+def _tree_all_finite(tree: Any) -> jax.Array:
+    """Scalar bool: every inexact leaf of ``tree`` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+# -- evaluation -------------------------------------------------------------------
+
+
+def _make_evaluator(learner, num_steps: int):
+    """Jitted ``(state, task_params, key) -> {curve: [tasks, points]}``."""
+    return jax.jit(lambda state, task_params, key: learner.evaluate(
+        state, task_params, key, num_steps))
+
+
+def _evaluate(evaluator, state, task_params, key, num_steps: int, **info) -> dict[str, Any]:
+    curves = jax.device_get(evaluator(state, task_params, key))
+    return {**info, **summarize_curves(curves, num_steps)}
+
+
+# -- training -------------------------------------------------------------------------
+
+
+def train(
+    algorithm: str | types.ModuleType,
+    config: Any = None,
+    family: str | tasks.TaskFamily = "navigation2d",
+    run_dir: str | Path | None = None,
+    *,
+    family_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    num_iterations: int = 100,
+    iterations_per_call: int = 1,
+    eval_every: int = 25,
+    checkpoint_every: int = 25,
+    eval_num_tasks: int = 40,
+    eval_num_steps: int = 3,
+    max_checkpoints_to_keep: int = 3,
+    quiet: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    use_mesh: bool | None = None,
+) -> RunResult:
+    """Meta-train ``algorithm`` on ``family`` and write everything into ``run_dir``.
+
+    Args:
+      algorithm: a registered name (``"maml"``) or a module with ``Config`` and
+        ``make(config, family, mesh=None)``.
+      config: the algorithm's ``Config``, a dict of its fields, or ``None``.
+      family: a registered task family name or a :class:`~metarl_jax.tasks.TaskFamily`.
+      run_dir: output directory (default ``runs/<algo>-<family>-<timestamp>``).
+      family_options: keyword overrides for the family's factory (by name only).
+      seed: every key of the run derives from it.
+      num_iterations: total meta-iterations (when resuming: the new total).
+      iterations_per_call: iterations per compiled host call (``lax.scan``);
+        ``num_iterations``, ``eval_every`` and ``checkpoint_every`` must be
+        multiples of it.
+      eval_every: evaluate on held-out test tasks every this many iterations
+        (0: only at the end; the end is always evaluated).
+      checkpoint_every: save every this many iterations (0: only at the end).
+      eval_num_tasks, eval_num_steps: size of the evaluation (the
+        ``num_steps`` passed to ``learner.evaluate``).
+      max_checkpoints_to_keep: older checkpoints are deleted.
+      quiet: no progress bar.
+      resume: continue ``run_dir`` from its last good checkpoint; the
+        algorithm, config, family, seed and evaluation settings must equal
+        the checkpoint's (a ``RunDirectoryError`` names what differs).
+      overwrite: delete an existing ``run_dir`` first.
+      use_mesh: shard the task axis over all devices (``None``: when there
+        is more than one device).
+
+    Raises:
+      RunDirectoryError: ``run_dir`` exists (without resume/overwrite), or
+        cannot be resumed.
+      NonFiniteError: a metric or the learner state became NaN/Inf; the
+        message names the iteration and the metric, and the last good
+        checkpoint is kept.
+    """
+    name, module = resolve_algorithm(algorithm)
+    config = resolve_config(module, config)
+    task_family, family_options = resolve_family(family, family_options)
+    for arg, value, minimum in (("seed", seed, 0), ("num_iterations", num_iterations, 1),
+                                ("iterations_per_call", iterations_per_call, 1),
+                                ("eval_every", eval_every, 0),
+                                ("checkpoint_every", checkpoint_every, 0),
+                                ("eval_num_tasks", eval_num_tasks, 1),
+                                ("eval_num_steps", eval_num_steps, 1),
+                                ("max_checkpoints_to_keep", max_checkpoints_to_keep, 1)):
+        _check_int(arg, value, minimum)
+    for arg, value in (("num_iterations", num_iterations), ("eval_every", eval_every),
+                       ("checkpoint_every", checkpoint_every)):
+        if value % iterations_per_call:
+            raise ValueError(f"{arg}={value} must be a multiple of "
+                             f"iterations_per_call={iterations_per_call}")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite cannot both be set")
+
+    mesh = build_mesh(use_mesh)
+    if mesh is not None:
+        if hasattr(config, "meta_batch_size"):
+            check_divisible(config.meta_batch_size, mesh)
+        if eval_num_tasks % mesh.shape[TASK_AXIS]:
+            raise ValueError(f"eval_num_tasks={eval_num_tasks} does not divide over the "
+                             f"{mesh.shape[TASK_AXIS]} devices of the 'tasks' mesh axis")
+
+    run_dir = Path(run_dir or f"runs/{name}-{task_family.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    is_main = jax.process_index() == 0
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if resume and not (run_dir / "config.json").is_file():
+        raise RunDirectoryError(f"cannot resume {str(run_dir)!r}: it is not a run directory "
+                                "(no config.json)")
+    if exists and not resume:
+        if not overwrite:
+            raise RunDirectoryError(
+                f"run directory {str(run_dir)!r} already exists; pass resume=True (--resume) "
+                "to continue it or overwrite=True (--overwrite) to replace it")
+        if is_main:
+            shutil.rmtree(run_dir)
+
+    settings = {
+        "algorithm": name,
+        "algorithm_module": module.__name__,
+        "algorithm_config": config_to_dict(config),
+        "family": task_family.name,
+        "family_options": family_options,
+        "seed": seed,
+        "iterations_per_call": iterations_per_call,
+        "eval_every": eval_every,
+        "eval_num_tasks": eval_num_tasks,
+        "eval_num_steps": eval_num_steps,
+        "num_iterations": num_iterations,
+        "checkpoint_every": checkpoint_every,
+    }
+    identity = {key: settings[key] for key in IDENTITY_KEYS}
+    if resume:
+        saved = json.loads((run_dir / "config.json").read_text())
+        differences = identity_differences(saved, identity)
+        if differences:
+            raise RunDirectoryError(f"cannot resume {str(run_dir)!r}: the requested run differs "
+                                    f"from the saved one in {'; '.join(differences)}")
+
+    learner = module.make(config, task_family, mesh=mesh)
+    check_learner(learner)
+    settings.update(key_metric=learner.key_metric, curve_xlabel=learner.curve_xlabel,
+                    versions=_versions(), devices=_devices(mesh))
+    init_key, train_key, eval_tasks_key, eval_key = run_keys(seed)
+    state = replicate(learner.init(init_key), mesh)  # eager: no compile for a one-off
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(run_dir / "checkpoints", max_checkpoints_to_keep)
+    start, elapsed = 0, 0.0
+    if resume:
+        restored = checkpointer.restore_latest(state)
+        if restored is not None:
+            differences = identity_differences(restored.host["identity"], identity)
+            if differences:
+                raise RunDirectoryError(
+                    f"cannot resume {str(run_dir)!r}: the requested run differs from the "
+                    f"checkpoint at iteration {restored.iteration} in {'; '.join(differences)}")
+            if restored.iteration > num_iterations:
+                raise ValueError(f"num_iterations={num_iterations} is below the "
+                                 f"{restored.iteration} iterations already in {str(run_dir)!r}")
+            start, state, elapsed = restored.iteration, restored.state, restored.host["elapsed_s"]
+        if is_main:
+            for csv_name in ("metrics.csv", "eval.csv", "timing.csv"):
+                truncate_csv(run_dir / csv_name, start)
+    if is_main:
+        write_json(run_dir / "config.json", settings)
+
+    eval_tasks = task_family.sample(eval_tasks_key, eval_num_tasks, "test")
+    evaluator = _make_evaluator(learner, eval_num_steps)
+    eval_info = {"algorithm": name, "family": task_family.name, "split": "test",
+                 "xlabel": learner.curve_xlabel}
+
+    def evaluate(state, iteration):
+        return _evaluate(evaluator, state, eval_tasks, jax.random.fold_in(eval_key, iteration),
+                         eval_num_steps, iteration=iteration, **eval_info)
+
+    logger = RunLogger(run_dir, purge_step=start + 1 if resume else None) if is_main else None
+    title = f"{name} on {task_family.name}"
+    last_metrics: dict[str, float] = {}
+    summary = None
+    try:
+        if start < num_iterations:
+            state, last_metrics, summary = _loop(
+                learner, state, train_key, mesh, start, num_iterations, iterations_per_call,
+                elapsed, eval_every, checkpoint_every, evaluate, checkpointer, logger,
+                {"identity": identity}, title, quiet)
+        checkpointer.wait()
+    finally:
+        checkpointer.close()
+        if logger is not None:
+            logger.close()
+
+    if summary is None:  # resumed a finished run: its final evaluation is on disk
+        curve_path = run_dir / "adaptation_curve.json"
+        summary = json.loads(curve_path.read_text()) if curve_path.exists() else None
+        if summary is None or summary.get("iteration") != num_iterations:
+            summary = evaluate(state, num_iterations)
+    if is_main:
+        write_json(run_dir / "adaptation_curve.json", summary)
+        plot_adaptation_curve(summary, run_dir / "adaptation_curve.png", title)
+        plot_training_curve(run_dir, run_dir / "training_curve.png", title)
+    if not last_metrics and (run_dir / "metrics.csv").exists():
+        columns = read_csv(run_dir / "metrics.csv")
+        last_metrics = {k: float(v[-1]) for k, v in columns.items() if k != "iteration" and len(v)}
+    return RunResult(run_dir=run_dir, state=state, iteration=num_iterations,
+                     metrics=last_metrics, adaptation_curve=summary)
+
+
+def _compile_chunk(learner, state, train_key, iterations_per_call: int, mesh):
+    """Ahead-of-time compiled ``(state, first_iteration, train_key) -> (state, (metrics, finite))``.
+
+    ``metrics`` leaves and ``finite`` (the state has no NaN/Inf after that
+    iteration) have a leading axis of ``iterations_per_call``.
+    """
+
+    def chunk(state, first_iteration, train_key):
+        def body(state, iteration):
+            state, metrics = learner.update(state, jax.random.fold_in(train_key, iteration))
+            return state, (metrics, _tree_all_finite(state))
+
+        iterations = first_iteration + jnp.arange(iterations_per_call, dtype=jnp.int32)
+        return jax.lax.scan(body, state, iterations)
+
+    if mesh is None:
+        jitted = jax.jit(chunk)
+    else:  # pin the state's placement so every call matches the compiled executable
+        state_shardings = jax.tree.map(lambda x: x.sharding, state)
+        jitted = jax.jit(chunk, out_shardings=(state_shardings,
+                                               NamedSharding(mesh, PartitionSpec())))
+    return jitted.lower(state, jnp.int32(0), train_key).compile()
+
+
+def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per_call, elapsed,
+          eval_every, checkpoint_every, evaluate, checkpointer, logger, host, title, quiet):
+    """Compile, then run iterations ``start+1 .. num_iterations``.
+
+    Returns ``(final state, last iteration's metrics, last evaluation summary)``.
+    """
+
+    def due(every, iteration):
+        return iteration == num_iterations or (every > 0 and iteration % every == 0)
+
+    iteration = start
+    row: dict[str, float] = {}
+    summary = None
+    with tqdm(total=num_iterations, initial=start, disable=quiet, unit="it",
+              desc=f"compiling {title}", dynamic_ncols=True) as bar:
+        step = _compile_chunk(learner, state, train_key, iterations_per_call, mesh)
+        bar.set_description(title)
+        while iteration < num_iterations:
+            tick = time.perf_counter()
+            state, (metrics, finite) = step(state, jnp.int32(iteration), train_key)
+            metrics, finite = jax.device_get((metrics, finite))
+            elapsed += time.perf_counter() - tick
+            if learner.key_metric not in metrics:
+                raise ValueError(f"the learner's key_metric {learner.key_metric!r} is not among "
+                                 f"its metrics {sorted(metrics)}")
+            for j in range(iterations_per_call):
+                iteration += 1
+                row = flatten_metrics({k: v[j] for k, v in metrics.items()})
+                if logger is not None:
+                    logger.log_train(iteration, row, elapsed)
+                bad = [k for k, v in row.items() if not np.isfinite(v)]
+                if bad or not finite[j]:
+                    what = (f"metric {bad[0]!r} = {row[bad[0]]}" if bad
+                            else "the learner state (parameters or optimizer state)")
+                    good = checkpointer.steps()
+                    raise NonFiniteError(
+                        f"non-finite value in {what} at iteration {iteration}; run stopped. "
+                        + (f"Last good checkpoint: iteration {good[-1]} in "
+                           f"{checkpointer.directory}" if good
+                           else "No checkpoint was written before it."))
+            bar.update(iterations_per_call)
+            bar.set_postfix({learner.key_metric: f"{row[learner.key_metric]:.4g}"},
+                            refresh=False)
+            if due(eval_every, iteration):
+                summary = evaluate(state, iteration)
+                if logger is not None:
+                    logger.log_eval(iteration, summary)
+            if due(checkpoint_every, iteration):
+                if logger is not None:
+                    logger.flush()
+                checkpointer.save(iteration, state, {**host, "elapsed_s": elapsed})
+    return state, row, summary
+
+
+# -- reading a run back ----------------------------------------------------------------
+
+
+def load_run(run_dir: str | Path, *, family: tasks.TaskFamily | None = None,
+             use_mesh: bool | None = None) -> LoadedRun:
+    """Rebuild the learner of ``run_dir`` and restore its newest good checkpoint.
+
+    The algorithm is looked up by name (or by its module path for modules
+    outside the registry) and the family by name and options; pass
+    ``family`` for runs trained on an unregistered TaskFamily object.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no config.json)")
+    settings = json.loads(config_path.read_text())
+    if settings["algorithm"] in algorithms.ALGORITHMS:
+        module = algorithms.get(settings["algorithm"])
+    else:
+        module = importlib.import_module(settings["algorithm_module"])
+    config = config_from_dict(module.Config, settings["algorithm_config"])
+    if family is None:
+        family = tasks.make(settings["family"], **settings["family_options"])
+    mesh = build_mesh(use_mesh)
+    learner = module.make(config, family, mesh=mesh)
+    check_learner(learner)
+    target = replicate(learner.init(run_keys(settings["seed"])[0]), mesh)
+    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=None)
+    try:
+        restored = checkpointer.restore_latest(target, repair=False)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise RunDirectoryError(f"{str(run_dir)!r} has no complete checkpoint")
+    return LoadedRun(run_dir, settings, learner, family, restored.state, restored.iteration)
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", num_tasks: int | None = None,
+                 num_steps: int | None = None, seed: int | None = None,
+                 family: tasks.TaskFamily | None = None,
+                 use_mesh: bool | None = None) -> tuple[dict[str, Any], Path, Path]:
+    """Adaptation curves of a trained run on ``num_tasks`` tasks of ``split``.
+
+    Defaults (the run's seed, ``eval_num_tasks``, ``eval_num_steps``) with
+    ``split="test"`` reproduce the run's final evaluation exactly: the same
+    tasks and keys. Writes ``evaluation_<split>.json`` and ``.png`` into the
+    run directory and returns ``(summary, json path, png path)``.
+    """
+    run = load_run(run_dir, family=family, use_mesh=use_mesh)
+    settings = run.settings
+    num_tasks = settings["eval_num_tasks"] if num_tasks is None else num_tasks
+    num_steps = settings["eval_num_steps"] if num_steps is None else num_steps
+    seed = settings["seed"] if seed is None else seed
+    _check_int("num_tasks", num_tasks, 1)
+    _check_int("num_steps", num_steps, 1)
+    _check_int("seed", seed, 0)
+    _, _, eval_tasks_key, eval_key = run_keys(seed)
+    task_params = run.family.sample(eval_tasks_key, num_tasks, split)
+    summary = _evaluate(_make_evaluator(run.learner, num_steps), run.state, task_params,
+                        jax.random.fold_in(eval_key, run.iteration), num_steps,
+                        iteration=run.iteration, algorithm=settings["algorithm"],
+                        family=settings["family"], split=split,
+                        xlabel=run.learner.curve_xlabel)
+    json_path = run.run_dir / f"evaluation_{split}.json"
+    png_path = run.run_dir / f"evaluation_{split}.png"
+    if jax.process_index() == 0:
+        write_json(json_path, summary)
+        plot_adaptation_curve(summary, png_path, f"{settings['algorithm']} on "
+                              f"{settings['family']} ({split} tasks)")
+    return summary, json_path, png_path
