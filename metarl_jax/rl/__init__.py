@@ -1,0 +1,29 @@
+"""RL building blocks shared by the meta-learners.
+
+Returns and GAE (:mod:`~metarl_jax.rl.returns`), the linear feature baseline
+(:mod:`~metarl_jax.rl.baselines`), policy-gradient surrogates
+(:mod:`~metarl_jax.rl.losses`) and TRPO (:mod:`~metarl_jax.rl.trpo`). All
+are pure functions of arrays shaped ``[..., T]`` with a ``valid`` mask.
+"""
+
+from metarl_jax.rl.baselines import linear_baseline_features, linear_feature_baseline
+from metarl_jax.rl.losses import dice_loss, magic_box, mean_kl, ppo_clip_loss, vpg_loss
+from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
+from metarl_jax.rl.trpo import conjugate_gradient, hessian_vector_product, trpo_step
+
+__all__ = [
+    "conjugate_gradient",
+    "dice_loss",
+    "discounted_returns",
+    "gae",
+    "hessian_vector_product",
+    "linear_baseline_features",
+    "linear_feature_baseline",
+    "magic_box",
+    "masked_mean",
+    "mean_kl",
+    "normalize_advantages",
+    "ppo_clip_loss",
+    "trpo_step",
+    "vpg_loss",
+]
