@@ -85,7 +85,8 @@ def linear_feature_baseline(
     moment = jnp.einsum("etf,et->f", features, targets, precision=hp)  # [F]
     regs = jnp.asarray(reg_coeff, jnp.float32) * _REG_ESCALATION  # [5]
     systems = gram[None] + regs[:, None, None] * jnp.eye(num_features, dtype=jnp.float32)
-    weights = jnp.linalg.solve(systems, jnp.broadcast_to(moment, (regs.shape[0], num_features))[..., None])[..., 0]
+    rhs = jnp.broadcast_to(moment, (regs.shape[0], num_features))[..., None]  # [5, F, 1]
+    weights = jnp.linalg.solve(systems, rhs)[..., 0]  # [5, F]
     finite = jnp.all(jnp.isfinite(weights), axis=-1)  # [5]
     chosen = jnp.where(jnp.any(finite), weights[jnp.argmax(finite)], 0.0)
     values = jnp.einsum("etf,f->et", features, chosen, precision=hp)
