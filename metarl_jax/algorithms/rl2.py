@@ -79,12 +79,13 @@ class Config:
     reward_scale: float = 1.0          # rewards are multiplied by this for learning only
     normalize_advantages: bool = True
     eval_policy: str = "sample"        # "sample" | "mode" when evaluating
+    eval_episodes: int | None = None   # episodes per evaluation trial; None: trial_episodes
 
     def __post_init__(self):
         for name in ("trial_episodes", "meta_batch_size", "hidden_size", "num_epochs",
                      "num_minibatches"):
             _check_positive_int(name, getattr(self, name))
-        for name in ("horizon", "bptt_length"):
+        for name in ("horizon", "bptt_length", "eval_episodes"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
         if self.meta_batch_size % self.num_minibatches:
@@ -394,11 +395,15 @@ def make(config: Config, family, mesh=None) -> Learner:
     def evaluate(state: RL2State, task_params, key: jax.Array, num_steps: int | None = None):
         """Return of each episode of one trial per held-out task, ``{"rl2": [tasks, n]}``.
 
-        ``num_steps`` is the number of episodes in the trial (``None``:
-        ``trial_episodes``, as trained); the policy samples its actions or
-        takes the most likely one, as ``eval_policy`` says.
+        RL² adapts inside a trial, without gradient steps, so the curve has
+        one point per episode: ``n = eval_episodes`` (default
+        ``trial_episodes``, as trained). ``num_steps`` is part of the learner
+        contract (MAML's number of inner steps) and has no meaning here. The
+        policy samples its actions or takes the most likely one, as
+        ``eval_policy`` says.
         """
-        num_episodes = config.trial_episodes if num_steps is None else int(num_steps)
+        del num_steps
+        num_episodes = config.eval_episodes or config.trial_episodes
         trials = run_trials(state.params, task_params, key, num_episodes,
                             deterministic=config.eval_policy == "mode")
         return {"rl2": episode_returns(trials, num_episodes)}
