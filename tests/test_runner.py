@@ -51,7 +51,7 @@ DIM = 3
 
 @struct.dataclass
 class QuadraticTask:
-    target: jax.Array  # [DIM]
+    target: jax.Array  # [dim]
 
 
 def toy_family(dim: int = DIM) -> TaskFamily:
@@ -84,7 +84,7 @@ class Config:
 
 
 class ToyState(NamedTuple):
-    w: jax.Array         # [DIM]
+    w: jax.Array         # [dim]
     opt_state: Any
     step: jax.Array      # int32, iterations done
 
@@ -103,16 +103,17 @@ def make(config: Config, family: TaskFamily, mesh=None) -> ToyLearner:
     """The toy learner; per-task arrays go through ``shard_tasks``."""
     optimizer = optax.adam(config.outer_lr)
     eval_lrs = config.eval_inner_lrs or (config.inner_lr,)
+    dim = jax.eval_shape(family.sample_params, jax.random.PRNGKey(0)).target.shape[0]
 
     def init(key):
-        w = jax.random.normal(key, (DIM,), jnp.float32)
+        w = jax.random.normal(key, (dim,), jnp.float32)
         return ToyState(w, optimizer.init(w), jnp.zeros((), jnp.int32))
 
     def update(state, key):
         task_key, noise_key = jax.random.split(key)
         targets = shard_tasks(family.sample(task_key, config.meta_batch_size).target, mesh)
         noise = shard_tasks(config.noise_scale * jax.random.normal(noise_key, targets.shape),
-                            mesh)  # [tasks, DIM]
+                            mesh)  # [tasks, dim]
         iteration = state.step + 1
 
         def meta_loss(w):
@@ -131,7 +132,7 @@ def make(config: Config, family: TaskFamily, mesh=None) -> ToyLearner:
         return ToyState(w, opt_state, iteration), metrics
 
     def evaluate(state, task_params, key, num_steps):
-        targets = shard_tasks(task_params.target, mesh)  # [tasks, DIM]
+        targets = shard_tasks(task_params.target, mesh)  # [tasks, dim]
 
         def curve(w0):
             w = jnp.broadcast_to(w0, targets.shape)
@@ -142,7 +143,7 @@ def make(config: Config, family: TaskFamily, mesh=None) -> ToyLearner:
                 w = w - eval_lrs[min(k, len(eval_lrs) - 1)] * (w - targets - noise)
             return jnp.stack(out, axis=1)  # [tasks, num_steps + 1]
 
-        return {"toy": curve(state.w), "zero_init": curve(jnp.zeros(DIM, jnp.float32))}
+        return {"toy": curve(state.w), "zero_init": curve(jnp.zeros(dim, jnp.float32))}
 
     return ToyLearner(init=init, update=traced_at_most_once(update), evaluate=evaluate,
                       config=config, family=family)
