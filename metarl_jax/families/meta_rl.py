@@ -161,9 +161,10 @@ def tabular_mdp(states: int = 10, actions: int = 5, episode_length: int = 10) ->
     def sample_fn(key, split):
         del split  # test tasks come from a separate key stream
         key_transitions, key_rewards = jax.random.split(key)
-        transitions = jax.random.dirichlet(
-            key_transitions, jnp.ones((s,), jnp.float32), (s, a), jnp.float32
-        )
+        # flat Dirichlet = normalised i.i.d. Exponential(1) (= Gamma(1, 1)) draws:
+        # exact, and cheaper than jax.random.dirichlet's rejection-sampled gammas
+        draws = jax.random.exponential(key_transitions, (s, a, s), jnp.float32)
+        transitions = draws / jnp.sum(draws, axis=-1, keepdims=True)
         mean_rewards = 1.0 + jax.random.normal(key_rewards, (s, a), jnp.float32)
         return params.replace(transitions=transitions, mean_rewards=mean_rewards)
 
