@@ -1,9 +1,14 @@
 """Pure-JAX environments with gymnax 1.0 signatures; params are the task."""
 
 from metarl_jax.envs.environment import EnvParams, EnvState, Environment
-from metarl_jax.envs.bandit import BernoulliBandit, GaussianBandit
-from metarl_jax.envs.navigation import Navigation2D
-from metarl_jax.envs.tabular_mdp import TabularMDP
+from metarl_jax.envs.bandit import (
+    BernoulliBandit,
+    BernoulliBanditParams,
+    GaussianBandit,
+    GaussianBanditParams,
+)
+from metarl_jax.envs.navigation import Navigation2D, NavigationParams, NavigationState
+from metarl_jax.envs.tabular_mdp import TabularMDP, TabularMDPParams, TabularMDPState
 from metarl_jax.envs.gymnax_adapter import GymnaxEnvironment, from_gymnax
 from metarl_jax.envs.cartpole import CartPole, CartPoleParams, CartPoleState
 from metarl_jax.envs.mountain_car import (
