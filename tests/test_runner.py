@@ -252,15 +252,30 @@ def test_toy_learner_learns(long_run):
 
 def test_summarize_curves_confidence_interval():
     curves = {"a": np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]], np.float32)}
-    summary = summarize_curves(curves, num_steps=1)
-    assert summary["x"] == [0, 1]
+    summary = summarize_curves(curves, x=[0, 1])
+    assert summary["x"] == [0, 1] and summary["num_tasks"] == 3
     np.testing.assert_allclose(summary["curves"]["a"]["mean"], [2.0, 4.0])
     np.testing.assert_allclose(summary["curves"]["a"]["ci95"],
                                1.96 * np.array([2.0, np.std([1, 3, 8], ddof=1)]) / np.sqrt(3),
                                rtol=1e-6)
-    assert summarize_curves(curves, num_steps=2)["x"] == [1, 2]  # episodes 1..K
+    with pytest.raises(ValueError, match="3 x values for curves of 2 points"):
+        summarize_curves(curves, x=[1, 2, 3])
     with pytest.raises(ValueError, match="one shape"):
-        summarize_curves({"a": np.zeros((3, 2)), "b": np.zeros((3, 3))}, num_steps=1)
+        summarize_curves({"a": np.zeros((3, 2)), "b": np.zeros((3, 3))}, x=[0, 1])
+
+
+def test_curve_x_axis_follows_the_learner():
+    """0..K when the curve grows with num_steps (MAML), 1..n when it does not (RL²)."""
+    from metarl_jax.training.runner import _Evaluator
+
+    family = toy_family()
+    learner = make(Config(), family)
+    state = learner.init(jax.random.PRNGKey(0))
+    tasks = family.sample(jax.random.PRNGKey(1), 2, "test")
+    assert _Evaluator(learner, 2)(state, tasks, jax.random.PRNGKey(2))["x"] == [0, 1, 2]
+    per_episode = learner._replace(
+        evaluate=lambda state, task_params, key, num_steps: {"rl2": jnp.zeros((2, 3))})
+    assert _Evaluator(per_episode, 2)(state, tasks, jax.random.PRNGKey(2))["x"] == [1, 2, 3]
 
 
 # -- determinism and resume ------------------------------------------------------------
@@ -304,8 +319,11 @@ def test_resume_after_kill_is_bitwise_identical(reference, tmp_path):
         f.write("7,0.12")  # a row cut short by the kill
     assert read_csv(run_dir / "eval.csv")["iteration"].tolist() == [2, 4, 6]
 
-    with pytest.warns(RuntimeWarning, match="checkpoint 6"):
+    with pytest.warns(RuntimeWarning) as warned:
         resumed = run_toy(run_dir, resume=True)
+    messages = " | ".join(str(w.message) for w in warned)
+    assert "removing incomplete checkpoint 8.orbax-checkpoint-tmp" in messages
+    assert "skipping checkpoint 6" in messages
     assert not partial.exists()
     for name in ("metrics.csv", "eval.csv", "adaptation_curve.json"):
         assert (run_dir / name).read_bytes() == (reference.run_dir / name).read_bytes(), name

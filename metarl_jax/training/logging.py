@@ -26,7 +26,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -51,13 +51,12 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def summarize_curves(curves: Mapping[str, Any], num_steps: int) -> dict[str, Any]:
+def summarize_curves(curves: Mapping[str, Any], x: Sequence[int]) -> dict[str, Any]:
     """Mean and 95% CI over tasks of each adaptation curve ``{name: [tasks, points]}``.
 
     CI = 1.96 * std / sqrt(n) with the sample standard deviation (ddof=1; 0 for
-    a single task). The x axis is ``0..num_steps`` when a curve has
-    ``num_steps + 1`` points (returns *after* 0..K adaptation steps, as MAML)
-    and ``1..points`` otherwise (e.g. RL²'s return in episode 1..K of a trial).
+    a single task). ``x`` labels the points (``0..K`` adaptation steps for
+    MAML, episodes ``1..n`` of a trial for RL²).
     """
     arrays = {name: np.asarray(value, np.float32) for name, value in curves.items()}
     if not arrays:
@@ -67,8 +66,9 @@ def summarize_curves(curves: Mapping[str, Any], num_steps: int) -> dict[str, Any
     if first.ndim != 2 or any(shape != first.shape for shape in shapes.values()):
         raise ValueError(f"evaluate must return arrays of one shape [tasks, points]; got {shapes}")
     num_tasks, num_points = first.shape
-    start = 0 if num_points == num_steps + 1 else 1
-    out = {"num_tasks": num_tasks, "x": list(range(start, start + num_points)), "curves": {}}
+    if len(x) != num_points:
+        raise ValueError(f"{len(x)} x values for curves of {num_points} points")
+    out = {"num_tasks": num_tasks, "x": [int(v) for v in x], "curves": {}}
     for name, a in arrays.items():
         a64 = a.astype(np.float64)
         std = a64.std(axis=0, ddof=1) if num_tasks > 1 else np.zeros(num_points)

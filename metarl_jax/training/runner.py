@@ -211,15 +211,33 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 # -- evaluation -------------------------------------------------------------------
 
 
-def _make_evaluator(learner, num_steps: int):
-    """Jitted ``(state, task_params, key) -> {curve: [tasks, points]}``."""
-    return jax.jit(lambda state, task_params, key: learner.evaluate(
-        state, task_params, key, num_steps))
+class _Evaluator:
+    """Jitted ``learner.evaluate`` at a fixed ``num_steps``, summarised on the host."""
 
+    def __init__(self, learner, num_steps: int):
+        self.learner, self.num_steps = learner, num_steps
+        self._evaluate = jax.jit(lambda state, task_params, key: learner.evaluate(
+            state, task_params, key, num_steps))
+        self._x: list[int] | None = None
 
-def _evaluate(evaluator, state, task_params, key, num_steps: int, **info) -> dict[str, Any]:
-    curves = jax.device_get(evaluator(state, task_params, key))
-    return {**info, **summarize_curves(curves, num_steps)}
+    def __call__(self, state, task_params, key, **info) -> dict[str, Any]:
+        curves = jax.device_get(self._evaluate(state, task_params, key))
+        if self._x is None:
+            self._x = self._curve_x(state, task_params, key, next(iter(curves.values())).shape[1])
+        return {**info, **summarize_curves(curves, self._x)}
+
+    def _curve_x(self, state, task_params, key, num_points: int) -> list[int]:
+        """``0..K`` when the curve has a point per number of adaptation steps
+        (its length follows ``num_steps``, as MAML's), else ``1..n`` (a point
+        per episode of a trial, as RL²'s, whatever ``num_steps`` is).
+
+        Decided by tracing ``evaluate`` at ``num_steps + 1`` (shapes only)."""
+        if num_points == self.num_steps + 1:
+            more = jax.eval_shape(lambda s, p, k: self.learner.evaluate(
+                s, p, k, self.num_steps + 1), state, task_params, key)
+            if next(iter(more.values())).shape[1] == num_points + 1:
+                return list(range(num_points))
+        return list(range(1, num_points + 1))
 
 
 # -- training -------------------------------------------------------------------------
@@ -227,8 +245,8 @@ def _evaluate(evaluator, state, task_params, key, num_steps: int, **info) -> dic
 
 def train(
     algorithm: str | types.ModuleType,
-    config: Any = None,
-    family: str | tasks.TaskFamily = "navigation2d",
+    config: Any,
+    family: str | tasks.TaskFamily,
     run_dir: str | Path | None = None,
     *,
     family_options: Mapping[str, Any] | None = None,
@@ -372,13 +390,13 @@ def train(
         write_json(run_dir / "config.json", settings)
 
     eval_tasks = task_family.sample(eval_tasks_key, eval_num_tasks, "test")
-    evaluator = _make_evaluator(learner, eval_num_steps)
+    evaluator = _Evaluator(learner, eval_num_steps)
     eval_info = {"algorithm": name, "family": task_family.name, "split": "test",
                  "xlabel": learner.curve_xlabel}
 
     def evaluate(state, iteration):
-        return _evaluate(evaluator, state, eval_tasks, jax.random.fold_in(eval_key, iteration),
-                         eval_num_steps, iteration=iteration, **eval_info)
+        return evaluator(state, eval_tasks, jax.random.fold_in(eval_key, iteration),
+                         iteration=iteration, **eval_info)
 
     logger = RunLogger(run_dir, purge_step=start + 1 if resume else None) if is_main else None
     title = f"{name} on {task_family.name}"
@@ -548,11 +566,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", num_tasks: int | N
     _check_int("seed", seed, 0)
     _, _, eval_tasks_key, eval_key = run_keys(seed)
     task_params = run.family.sample(eval_tasks_key, num_tasks, split)
-    summary = _evaluate(_make_evaluator(run.learner, num_steps), run.state, task_params,
-                        jax.random.fold_in(eval_key, run.iteration), num_steps,
-                        iteration=run.iteration, algorithm=settings["algorithm"],
-                        family=settings["family"], split=split,
-                        xlabel=run.learner.curve_xlabel)
+    summary = _Evaluator(run.learner, num_steps)(
+        run.state, task_params, jax.random.fold_in(eval_key, run.iteration),
+        iteration=run.iteration, algorithm=settings["algorithm"], family=settings["family"],
+        split=split, xlabel=run.learner.curve_xlabel)
     json_path = run.run_dir / f"evaluation_{split}.json"
     png_path = run.run_dir / f"evaluation_{split}.png"
     if jax.process_index() == 0:
