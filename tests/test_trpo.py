@@ -219,3 +219,27 @@ def test_trpo_argument_errors(policy_problem):
                           ({"line_search": "golden"}, "line_search")]:
         with pytest.raises(ValueError, match=match):
             trpo_step(loss_fn, kl_fn, params, **kwargs)
+
+
+def test_gauss_newton_fvp_equals_kl_hessian_vector_product():
+    """At the old params the Gauss-Newton product is exactly the KL Hessian's."""
+    from metarl_jax.networks import DiagGaussian
+    from metarl_jax.rl.trpo import gauss_newton_fvp
+
+    key = jax.random.PRNGKey(0)
+    w = {"a": jax.random.normal(key, (3, 2)), "s": jnp.array([0.1, -0.2])}
+    x = jax.random.normal(jax.random.fold_in(key, 1), (16, 3))
+
+    def dist_fn(p):
+        return DiagGaussian(jnp.tanh(x @ p["a"]) * 2.0, p["s"])
+
+    old = dist_fn(w)
+
+    def kl_of_dist(d):
+        return jnp.mean(old.kl(d))
+
+    v = {"a": jax.random.normal(jax.random.fold_in(key, 2), (3, 2)), "s": jnp.array([0.3, 0.7])}
+    expected = hessian_vector_product(lambda p: kl_of_dist(dist_fn(p)), w, v)
+    got = gauss_newton_fvp(dist_fn, kl_of_dist, w)(v)
+    for leaf_got, leaf_expected in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(leaf_got, leaf_expected, rtol=1e-4, atol=1e-6)

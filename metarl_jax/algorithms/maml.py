@@ -36,7 +36,7 @@ from metarl_jax.networks import make_policy, policy_sample_fn
 from metarl_jax.rl.baselines import linear_feature_baseline
 from metarl_jax.rl.losses import dice_loss, ppo_clip_loss
 from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
-from metarl_jax.rl.trpo import trpo_step
+from metarl_jax.rl.trpo import gauss_newton_fvp, trpo_step
 from metarl_jax.rollout import Trajectory, rollout
 from metarl_jax.sharding import check_divisible, shard_tasks
 
@@ -179,17 +179,23 @@ def make(config: Config, family, mesh=None) -> Learner:
         dist = policy.apply(policy_params, traj.obs)
         return dist.log_prob(jax.lax.stop_gradient(traj.action))
 
-    def inner_loss(policy_params, traj: Trajectory):
-        logp = log_prob(policy_params, traj)
+    def inner_weights(traj: Trajectory):
+        """What the inner loss weights log-probs with: advantages (VPG) or the
+        baseline values (DiCE). Constants, computed once per sampled batch."""
         if config.inner_estimator == "dice":
             returns = discounted_returns(traj.reward, traj.valid, config.gamma)
-            baseline = linear_feature_baseline(traj.obs, returns, traj.valid)
-            return dice_loss(logp, traj.reward, traj.valid, config.gamma, baseline=baseline)
-        adv = advantages(traj)
-        return -masked_mean(logp * adv, traj.valid)
+            return jax.lax.stop_gradient(linear_feature_baseline(traj.obs, returns, traj.valid))
+        return advantages(traj)
 
-    def inner_step(meta_params, policy_params, traj, lr):
-        grads = jax.grad(inner_loss)(policy_params, traj)
+    def inner_loss(policy_params, traj: Trajectory, weights):
+        logp = log_prob(policy_params, traj)
+        if config.inner_estimator == "dice":
+            return dice_loss(logp, traj.reward, traj.valid, config.gamma, baseline=weights)
+        return -masked_mean(logp * weights, traj.valid)
+
+    def inner_step(meta_params, policy_params, batch, lr):
+        """One adaptation step on ``batch = (trajectory, inner weights)``."""
+        grads = jax.grad(inner_loss)(policy_params, *batch)
         if config.first_order:
             grads = jax.lax.stop_gradient(grads)
         alpha = meta_params["inner_lr"] if meta_params["inner_lr"] is not None else lr
@@ -201,24 +207,31 @@ def make(config: Config, family, mesh=None) -> Learner:
     # -- sampling (no gradient) and differentiable re-adaptation ---------------
 
     def sample_adaptation(meta_params, env_params, key, num_steps):
-        """Sample D_0..D_K with the policy adapted along the way (one task)."""
+        """Sample D_0..D_K with the policy adapted along the way (one task).
+
+        Returns ``[(D_0, w_0), ..., (D_{K-1}, w_{K-1}), (D_K, advantages_K)]``
+        (inner weights and outer advantages are constants of the data) and
+        the adapted policy params.
+        """
         policy_params = meta_params["policy"]
-        trajs = []
-        for _ in range(num_steps + 1):
+        batches = []
+        for k in range(num_steps + 1):
             key, sub = jax.random.split(key)
             traj = rollout(env, sample_action, policy_params, env_params, sub, episodes, horizon)
             traj = jax.lax.stop_gradient(traj)
-            trajs.append(traj)
-            if len(trajs) <= num_steps:
+            if k < num_steps:
+                batches.append((traj, inner_weights(traj)))
                 policy_params = jax.lax.stop_gradient(
-                    inner_step(meta_params, policy_params, traj, config.inner_lr))
-        return trajs, policy_params
+                    inner_step(meta_params, policy_params, batches[-1], config.inner_lr))
+            else:
+                batches.append((traj, advantages(traj)))
+        return batches, policy_params
 
-    def readapt(meta_params, trajs):
+    def readapt(meta_params, batches):
         """The adapted policy params as a differentiable function of meta_params."""
         policy_params = meta_params["policy"]
-        for traj in trajs[:-1]:
-            policy_params = inner_step(meta_params, policy_params, traj, config.inner_lr)
+        for batch in batches[:-1]:
+            policy_params = inner_step(meta_params, policy_params, batch, config.inner_lr)
         return policy_params
 
     def collect(meta_params, task_params, key, num_steps):
@@ -226,23 +239,23 @@ def make(config: Config, family, mesh=None) -> Learner:
         keys = shard_tasks(jax.random.split(key, config.meta_batch_size), mesh)
         trajs, adapted = jax.vmap(sample_adaptation, in_axes=(None, 0, 0, None))(
             meta_params, task_params, keys, num_steps)
-        valid_traj = trajs[-1]
-        adv = jax.vmap(advantages)(valid_traj)
+        valid_traj, adv = trajs[-1]
         old_logp = jax.vmap(log_prob)(adapted, valid_traj)
         old_dist = jax.vmap(lambda p, t: policy.apply(p, t.obs))(adapted, valid_traj)
         return trajs, adv, jax.lax.stop_gradient(old_logp), jax.lax.stop_gradient(old_dist)
 
     def new_dists_and_logp(meta_params, trajs):
         """Adapted policies' distributions and log-probs on D_K, per task (leading axis)."""
-        def per_task(task_trajs):
-            adapted = readapt(meta_params, task_trajs)
-            dist = policy.apply(adapted, task_trajs[-1].obs)
-            return dist, dist.log_prob(task_trajs[-1].action)
+        def per_task(task_batches):
+            adapted = readapt(meta_params, task_batches)
+            valid_traj = task_batches[-1][0]
+            dist = policy.apply(adapted, valid_traj.obs)
+            return dist, dist.log_prob(valid_traj.action)
 
         return jax.vmap(per_task)(trajs)
 
     def sample(meta_params, task_params, key):
-        """Trajectories ``[D_0, ..., D_K]`` of a task batch (no gradient)."""
+        """Batches ``[(D_0, w_0), ..., (D_K, adv_K)]`` of a task batch (no gradient)."""
         keys = jax.random.split(key, jax.tree.leaves(task_params)[0].shape[0])
         trajs, _ = jax.vmap(sample_adaptation, in_axes=(None, 0, 0, None))(
             meta_params, task_params, keys, config.num_inner_steps)
@@ -252,8 +265,7 @@ def make(config: Config, family, mesh=None) -> Learner:
         """Policy-gradient meta-objective on fixed trajectories (differentiable in
         ``meta_params`` through the inner steps; its gradient is the MAML
         meta-gradient estimator)."""
-        valid_traj = trajs[-1]
-        adv = jax.vmap(advantages)(valid_traj)
+        valid_traj, adv = trajs[-1]
         _, logp = new_dists_and_logp(meta_params, trajs)
         return -masked_mean(logp * adv, valid_traj.valid)
 
@@ -264,7 +276,7 @@ def make(config: Config, family, mesh=None) -> Learner:
     def outer_step(meta_params, opt_state, task_params, key, num_steps):
         """One outer update from data sampled with ``meta_params``."""
         trajs, adv, old_logp, old_dist = collect(meta_params, task_params, key, num_steps)
-        valid = trajs[-1].valid
+        valid = trajs[-1][0].valid
 
         def surrogate(mp):  # importance-weighted PG surrogate (gradient = PG at mp = old)
             _, logp = new_dists_and_logp(mp, trajs)
@@ -290,18 +302,21 @@ def make(config: Config, family, mesh=None) -> Learner:
                 epoch, (meta_params, opt_state), None, length=config.ppo_epochs)
             info = {"outer_loss": losses[0], "outer_loss_final": losses[-1]}
         else:
-            def mean_kl(mp):
-                dist, _ = new_dists_and_logp(mp, trajs)
+            def kl_of_dist(dist):
                 return masked_mean(jax.vmap(lambda od, nd: od.kl(nd))(old_dist, dist), valid)
 
+            def adapted_dist(mp):
+                return new_dists_and_logp(mp, trajs)[0]
+
             meta_params, trpo_info = trpo_step(
-                surrogate, mean_kl, meta_params, max_kl=config.max_kl,
-                damping=config.cg_damping, cg_iters=config.cg_iters,
+                surrogate, lambda mp: kl_of_dist(adapted_dist(mp)), meta_params,
+                max_kl=config.max_kl, damping=config.cg_damping, cg_iters=config.cg_iters,
                 backtrack_ratio=config.line_search_backtrack,
-                max_backtracks=config.line_search_steps)
+                max_backtracks=config.line_search_steps, line_search="sequential",
+                fisher_vector_product=gauss_newton_fvp(adapted_dist, kl_of_dist, meta_params))
             info = {"outer_loss": trpo_info["loss_before"], "kl": trpo_info["kl"],
                     "step_fraction": trpo_info["step_fraction"]}
-        returns = [jnp.mean(t.episode_returns) for t in trajs]
+        returns = [jnp.mean(t.episode_returns) for t, _ in trajs]
         return meta_params, opt_state, returns, info
 
     # -- learner functions ------------------------------------------------------
@@ -361,7 +376,8 @@ def make(config: Config, family, mesh=None) -> Learner:
             curve.append(jnp.mean(traj.episode_returns))
             if k < num_steps:
                 lr = eval_lrs[min(k, len(eval_lrs) - 1)]
-                policy_params = inner_step(meta_params, policy_params, traj, lr)
+                policy_params = inner_step(meta_params, policy_params,
+                                           (traj, inner_weights(traj)), lr)
         return jnp.stack(curve)
 
     def evaluate(state: MAMLState, task_params, key: jax.Array, num_steps: int):

@@ -9,7 +9,12 @@ are pure functions of arrays shaped ``[..., T]`` with a ``valid`` mask.
 from metarl_jax.rl.baselines import linear_baseline_features, linear_feature_baseline
 from metarl_jax.rl.losses import dice_loss, magic_box, mean_kl, ppo_clip_loss, vpg_loss
 from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
-from metarl_jax.rl.trpo import conjugate_gradient, hessian_vector_product, trpo_step
+from metarl_jax.rl.trpo import (
+    conjugate_gradient,
+    gauss_newton_fvp,
+    hessian_vector_product,
+    trpo_step,
+)
 
 __all__ = [
     "conjugate_gradient",
@@ -25,5 +30,6 @@ __all__ = [
     "normalize_advantages",
     "ppo_clip_loss",
     "trpo_step",
+    "gauss_newton_fvp",
     "vpg_loss",
 ]
