@@ -35,7 +35,8 @@ def pull_many(env, params, key, num_pulls):
 def test_bernoulli_arm_frequencies_match_means():
     env = BernoulliBandit(4)
     means = jnp.array([0.05, 0.3, 0.5, 0.9], jnp.float32)
-    rewards = pull_many(env, env.default_params.replace(arm_means=means), jax.random.PRNGKey(0), NUM_PULLS)
+    params = env.default_params.replace(arm_means=means)
+    rewards = pull_many(env, params, jax.random.PRNGKey(0), NUM_PULLS)
     assert rewards.dtype == jnp.float32
     assert set(np.unique(np.asarray(rewards))) <= {0.0, 1.0}
     sigma = np.sqrt(means * (1 - means) / NUM_PULLS)
@@ -333,7 +334,8 @@ def test_validate_params_names_the_bad_field():
     with pytest.raises(ValueError, match=r"transitions\[s, a\] row must sum to 1"):
         mdp.validate_params(good.replace(transitions=good.transitions.at[1, 0, 2].add(0.1)))
     with pytest.raises(ValueError, match="transitions must be finite and >= 0"):
-        mdp.validate_params(good.replace(transitions=good.transitions.at[0, 0].set(jnp.array([1.5, -0.5, 0.0]))))
+        negative = good.transitions.at[0, 0].set(jnp.array([1.5, -0.5, 0.0]))
+        mdp.validate_params(good.replace(transitions=negative))
     with pytest.raises(ValueError, match="transitions must have shape"):
         mdp.validate_params(good.replace(transitions=jnp.ones((3, 3, 3)) / 3))
     with pytest.raises(ValueError, match="mean_rewards must have shape"):

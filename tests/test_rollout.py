@@ -185,7 +185,9 @@ def test_vmap_over_tasks_equals_per_task_rollouts_without_retracing(nav, nav_rol
     ))(policy_params, tasks, keys)
     for i in range(3):
         single = nav_rollout(policy_params, jax.tree.map(lambda x: x[i], tasks), keys[i])
-        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], batched), single, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x: x[i], batched), single, rtol=1e-5, atol=1e-6
+        )
     # new params of the same shape (other goals, other policy weights) reuse the compile
     other_tasks = make("navigation2d").sample(jax.random.PRNGKey(8), 3)
     other_policy = jax.tree.map(lambda x: x + 0.01, policy_params)
@@ -193,7 +195,7 @@ def test_vmap_over_tasks_equals_per_task_rollouts_without_retracing(nav, nav_rol
 
 
 def test_gradient_flows_through_log_prob_into_policy_params():
-    """d/d logits of sum(log pi(a_t|s_t)) over valid steps = sum(onehot(a_t) - pi(.|s_t)) per row."""
+    """d/dlogits of sum_t log pi(a_t|s_t) over valid steps = sum_t (onehot(a_t) - pi(.|s_t))."""
     family = make("tabular-mdp", states=3, actions=2, episode_length=5)
     env = family.env
     params = family.sample_params(jax.random.PRNGKey(9))

@@ -37,6 +37,20 @@ _QUARTER_TURNS = np.array(
 )
 
 
+def _bandit_family(name, env, trial_pulls, draw_arm_means, ranges, description) -> TaskFamily:
+    """A bandit family drawing ``arm_means = draw_arm_means(key, [k], float32)`` per task."""
+    require_positive("trial_pulls", trial_pulls, integer=True)
+    params = env.default_params.replace(max_steps_in_episode=int(trial_pulls))
+
+    def sample_fn(key, split):
+        del split  # test tasks come from a separate key stream
+        return params.replace(arm_means=draw_arm_means(key, (env.num_arms,), jnp.float32))
+
+    return TaskFamily(
+        name=name, env=env, sample_fn=sample_fn, ranges=ranges, description=description
+    )
+
+
 @register("bandit-bernoulli")
 def bernoulli_bandits(arms: int = 5, trial_pulls: int = 1) -> TaskFamily:
     """Bernoulli bandits, arm means ~ U[0, 1] i.i.d. per arm (RL², Duan et al. 2016, Sec. 4.1).
@@ -49,18 +63,11 @@ def bernoulli_bandits(arms: int = 5, trial_pulls: int = 1) -> TaskFamily:
         episodes per trial). ``trial_pulls=n`` makes one episode a whole trial.
     """
     require_positive("arms", arms, integer=True, minimum=2)
-    require_positive("trial_pulls", trial_pulls, integer=True)
-    env = BernoulliBandit(arms)
-    params = env.default_params.replace(max_steps_in_episode=int(trial_pulls))
-
-    def sample_fn(key, split):
-        del split  # test tasks come from a separate key stream
-        return params.replace(arm_means=jax.random.uniform(key, (env.num_arms,), jnp.float32))
-
-    return TaskFamily(
-        name="bandit-bernoulli",
-        env=env,
-        sample_fn=sample_fn,
+    return _bandit_family(
+        "bandit-bernoulli",
+        BernoulliBandit(arms),
+        trial_pulls,
+        jax.random.uniform,
         ranges={"train": {"arm_means": (0.0, 1.0)}},
         description=f"{arms}-armed Bernoulli bandits, p_i ~ U[0, 1] (RL²)",
     )
@@ -75,18 +82,11 @@ def gaussian_bandits(arms: int = 5, trial_pulls: int = 1) -> TaskFamily:
     as in ``bandit-bernoulli``.
     """
     require_positive("arms", arms, integer=True, minimum=2)
-    require_positive("trial_pulls", trial_pulls, integer=True)
-    env = GaussianBandit(arms)
-    params = env.default_params.replace(max_steps_in_episode=int(trial_pulls))
-
-    def sample_fn(key, split):
-        del split  # test tasks come from a separate key stream
-        return params.replace(arm_means=jax.random.normal(key, (env.num_arms,), jnp.float32))
-
-    return TaskFamily(
-        name="bandit-gaussian",
-        env=env,
-        sample_fn=sample_fn,
+    return _bandit_family(
+        "bandit-gaussian",
+        GaussianBandit(arms),
+        trial_pulls,
+        jax.random.normal,
         ranges={"train": {"arm_means": "N(0, 1) per arm", "arm_stds": "1 (fixed)"}},
         description=f"{arms}-armed Gaussian bandits, mu_i ~ N(0, 1), unit noise",
     )
@@ -145,7 +145,7 @@ def navigation2d(max_steps_in_episode: int = 100) -> TaskFamily:
 
 @register("tabular-mdp")
 def tabular_mdp(states: int = 10, actions: int = 5, episode_length: int = 10) -> TaskFamily:
-    """RL² random MDPs: mean rewards ~ N(1, 1), transitions ~ Dirichlet(1) (Duan et al. 2016, Sec. 4.2).
+    """RL² random MDPs: mean rewards ~ N(1, 1), flat Dirichlet transitions (Duan et al. 2016).
 
     Each ``(s, a)`` gets an independent mean reward ``N(1, 1)`` and a
     next-state distribution from the flat Dirichlet; per-step reward noise is
