@@ -24,7 +24,12 @@ from scipy import stats
 
 import metarl_jax
 from metarl_jax.envs import CartPole, MountainCar, MountainCarContinuous, Pendulum
-from metarl_jax.envs.environment import reset_uniform, split_key, uniform_from_bits
+from metarl_jax.envs.environment import (
+    key_hash_bits,
+    reset_uniform,
+    split_key,
+    uniform_from_bits,
+)
 
 NUM_STATES = 1000
 
@@ -305,18 +310,56 @@ def test_split_key_is_bit_identical_to_jax_random_split():
     )
 
 
-def test_reset_uniform_uses_threefry_words_of_jax_random_split():
-    key = jax.random.key(11)
-    words = jax.random.key_data(jax.random.split(key, 3)).reshape(-1)[:5]
-    expected = uniform_from_bits(words, -2.0, 3.0)
-    fused = jax.jit(reset_uniform, static_argnums=1)(key, (5,), -2.0, 3.0)
-    np.testing.assert_array_equal(fused, expected)
-    # the float conversion is jax.random.uniform's
+def _numpy_triple32(x):
+    x = x.astype(np.uint64)
+    for shift, multiplier in ((17, 0xED5AD4BB), (11, 0xAC4C1B51), (15, 0x31848BAB)):
+        x = ((x ^ (x >> shift)) * multiplier) % 2**32
+    return x ^ (x >> 14)
+
+
+def test_reset_uniform_is_the_documented_hash_and_jax_float_conversion():
+    keys = jax.random.split(jax.random.key(11), 64)
+    words = np.asarray(jax.random.key_data(keys), np.uint64)  # [64, 2]
+    stride = np.arange(1, 6, dtype=np.uint64) * 0x9E3779B9 % 2**32
+    expected_bits = _numpy_triple32(words[:, :1] ^ _numpy_triple32(words[:, 1:] ^ stride))
+    bits = jax.jit(jax.vmap(lambda k: key_hash_bits(jax.random.key_data(k), 5)))(keys)
+    np.testing.assert_array_equal(np.asarray(bits), expected_bits.astype(np.uint32))
+    draws = jax.jit(jax.vmap(lambda k: reset_uniform(k, (5,), -2.0, 3.0)))(keys)
+    np.testing.assert_array_equal(draws, jax.jit(uniform_from_bits)(bits, -2.0, 3.0))
+    # the float conversion is jax.random.uniform's, bit for bit
+    key = jax.random.key(12)
     bits = jax.random.bits(key, (1000,), jnp.uint32)
     np.testing.assert_array_equal(
         jax.jit(uniform_from_bits)(bits, -1.0, 1.0),
         jax.random.uniform(key, (1000,), jnp.float32, -1.0, 1.0),
     )
+    # other PRNG implementations fall back to jax.random.uniform
+    rbg = jax.random.key(0, impl="rbg")
+    np.testing.assert_array_equal(
+        reset_uniform(rbg, (3,), -1.0, 1.0), jax.random.uniform(rbg, (3,), jnp.float32, -1.0, 1.0)
+    )
+
+
+def test_key_hash_avalanche():
+    """Strict avalanche: flipping any key bit flips each output bit with probability 1/2."""
+    num_keys = 2000
+    words = jax.random.key_data(jax.random.split(jax.random.key(13), num_keys))
+    flips = jnp.left_shift(jnp.uint32(1), jnp.arange(32, dtype=jnp.uint32))
+    # [64 flipped key bits, keys, 2 words]
+    zeros = jnp.zeros_like(flips)
+    masks = jnp.concatenate([jnp.stack([flips, zeros], -1), jnp.stack([zeros, flips], -1)])
+    flipped = words[None] ^ masks[:, None, :]
+
+    @jax.jit
+    def flip_rates(words, flipped):
+        hash_words = jax.vmap(lambda w: key_hash_bits(w, 4))
+        base = hash_words(words)  # [keys, 4]
+        changed = jax.vmap(hash_words)(flipped) ^ base[None]  # [64, keys, 4]
+        bits = (changed[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+        return bits.mean(axis=1, dtype=jnp.float32)  # [64 input bits, 4 words, 32 bits]
+
+    rates = np.asarray(flip_rates(words, flipped))
+    assert np.all(np.abs(rates - 0.5) < 5 * np.sqrt(0.25 / num_keys))
 
 
 NUM_RESETS = 20000

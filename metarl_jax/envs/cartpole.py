@@ -57,6 +57,7 @@ class CartPole(Environment):
     """Gymnasium ``CartPole-v1``: push the cart left (0) or right (1) to balance the pole."""
 
     step_uses_key = False
+    obs_from_state = True
 
     @property
     def name(self) -> str:

@@ -83,6 +83,7 @@ class _MountainCarBase(Environment):
     """Reset, observation, termination and checks common to both versions."""
 
     step_uses_key = False
+    obs_from_state = True
 
     def reset_env(self, key, params):
         """``position ~ U(-0.6, -0.4)``, ``velocity = 0`` (Gymnasium's reset)."""

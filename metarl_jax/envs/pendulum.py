@@ -59,6 +59,7 @@ class Pendulum(Environment):
     """Gymnasium ``Pendulum-v1``: swing the pendulum up and hold it; action ``[1]`` torque."""
 
     step_uses_key = False
+    obs_from_state = True
 
     @property
     def name(self) -> str:
