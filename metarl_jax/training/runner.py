@@ -331,13 +331,10 @@ def train(
     if resume and not (run_dir / "config.json").is_file():
         raise RunDirectoryError(f"cannot resume {str(run_dir)!r}: it is not a run directory "
                                 "(no config.json)")
-    if exists and not resume:
-        if not overwrite:
-            raise RunDirectoryError(
-                f"run directory {str(run_dir)!r} already exists; pass resume=True (--resume) "
-                "to continue it or overwrite=True (--overwrite) to replace it")
-        if is_main:
-            shutil.rmtree(run_dir)
+    if exists and not resume and not overwrite:
+        raise RunDirectoryError(
+            f"run directory {str(run_dir)!r} already exists; pass resume=True (--resume) "
+            "to continue it or overwrite=True (--overwrite) to replace it")
 
     settings = {
         "algorithm": name,
@@ -368,41 +365,47 @@ def train(
     init_key, train_key, eval_tasks_key, eval_key = run_keys(seed)
     state = replicate(learner.init(init_key), mesh)  # eager: no compile for a one-off
 
+    if exists and overwrite and is_main:
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(run_dir / "checkpoints", max_checkpoints_to_keep)
-    start, elapsed = 0, 0.0
-    if resume:
-        restored = checkpointer.restore_latest(state)
-        if restored is not None:
-            differences = identity_differences(restored.host["identity"], identity)
-            if differences:
-                raise RunDirectoryError(
-                    f"cannot resume {str(run_dir)!r}: the requested run differs from the "
-                    f"checkpoint at iteration {restored.iteration} in {'; '.join(differences)}")
-            if restored.iteration > num_iterations:
-                raise ValueError(f"num_iterations={num_iterations} is below the "
-                                 f"{restored.iteration} iterations already in {str(run_dir)!r}")
-            start, state, elapsed = restored.iteration, restored.state, restored.host["elapsed_s"]
-        if is_main:
-            for csv_name in ("metrics.csv", "eval.csv", "timing.csv"):
-                truncate_csv(run_dir / csv_name, start)
-    if is_main:
-        write_json(run_dir / "config.json", settings)
-
-    eval_tasks = task_family.sample(eval_tasks_key, eval_num_tasks, "test")
-    evaluator = _Evaluator(learner, eval_num_steps)
-    eval_info = {"algorithm": name, "family": task_family.name, "split": "test",
-                 "xlabel": learner.curve_xlabel}
-
-    def evaluate(state, iteration):
-        return evaluator(state, eval_tasks, jax.random.fold_in(eval_key, iteration),
-                         iteration=iteration, **eval_info)
-
-    logger = RunLogger(run_dir, purge_step=start + 1 if resume else None) if is_main else None
-    title = f"{name} on {task_family.name}"
-    last_metrics: dict[str, float] = {}
-    summary = None
+    logger = None
     try:
+        start, elapsed = 0, 0.0
+        if resume:
+            restored = checkpointer.restore_latest(state)
+            if restored is not None:
+                differences = identity_differences(restored.host["identity"], identity)
+                if differences:
+                    raise RunDirectoryError(
+                        f"cannot resume {str(run_dir)!r}: the requested run differs from the "
+                        f"checkpoint at iteration {restored.iteration} in "
+                        f"{'; '.join(differences)}")
+                if restored.iteration > num_iterations:
+                    raise ValueError(f"num_iterations={num_iterations} is below the "
+                                     f"{restored.iteration} iterations already in "
+                                     f"{str(run_dir)!r}")
+                start, state = restored.iteration, restored.state
+                elapsed = restored.host["elapsed_s"]
+            if is_main:
+                for csv_name in ("metrics.csv", "eval.csv", "timing.csv"):
+                    truncate_csv(run_dir / csv_name, start)
+        if is_main:
+            write_json(run_dir / "config.json", settings)
+            logger = RunLogger(run_dir, purge_step=start + 1 if resume else None)
+
+        eval_tasks = task_family.sample(eval_tasks_key, eval_num_tasks, "test")
+        evaluator = _Evaluator(learner, eval_num_steps)
+        eval_info = {"algorithm": name, "family": task_family.name, "split": "test",
+                     "xlabel": learner.curve_xlabel}
+
+        def evaluate(state, iteration):
+            return evaluator(state, eval_tasks, jax.random.fold_in(eval_key, iteration),
+                             iteration=iteration, **eval_info)
+
+        title = f"{name} on {task_family.name}"
+        last_metrics: dict[str, float] = {}
+        summary = None
         if start < num_iterations:
             state, last_metrics, summary = _loop(
                 learner, state, train_key, mesh, start, num_iterations, iterations_per_call,
