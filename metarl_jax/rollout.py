@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from metarl_jax.envs.environment import require_positive
+from metarl_jax.envs.environment import Environment, require_positive
 
 # policy_fn(policy_params, obs, key) -> action  or  (action, log_prob)
 PolicyFn = Callable[[Any, jax.Array, jax.Array], Any]
@@ -94,7 +94,8 @@ def rollout(
     """
     require_positive("num_episodes", num_episodes, integer=True)
     require_positive("horizon", horizon, integer=True)
-    step_fn = getattr(env, "step_no_reset", None) or env.step
+    # not getattr: a gymnax wrapper forwards step_no_reset to the env it wraps, skipping itself
+    step_fn = env.step_no_reset if isinstance(env, Environment) else env.step
     reset_key, scan_key = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(reset_key, num_episodes), env_params

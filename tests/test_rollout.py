@@ -239,3 +239,20 @@ def test_bad_sizes_raise():
         rollout(env, constant_policy, jnp.zeros(2), params, jax.random.PRNGKey(0), 0, 5)
     with pytest.raises(ValueError, match="horizon must be an integer"):
         rollout(env, constant_policy, jnp.zeros(2), params, jax.random.PRNGKey(0), 2, 5.0)
+
+
+def test_rollout_of_a_gymnax_wrapper_around_our_env_goes_through_the_wrapper():
+    """A wrapper (here gymnax's LogWrapper) must not be bypassed by ``step_no_reset``."""
+    from gymnax.wrappers.purerl import LogWrapper
+
+    env = Navigation2D()
+    params = env.default_params.replace(goal=jnp.array([0.3, 0.0], jnp.float32))
+    velocity = jnp.array([0.1, 0.0], jnp.float32)
+    key = jax.random.PRNGKey(0)
+    plain = rollout(env, constant_policy, velocity, params, key, 2, 5)
+    logged = rollout(LogWrapper(env), constant_policy, velocity, params, key, 2, 5)
+    np.testing.assert_array_equal(logged.valid, [[True, True, True, False, False]] * 2)
+    np.testing.assert_array_equal(logged.valid, plain.valid)
+    # inside episodes the two agree; after the end the wrapper auto-resets
+    inside = jax.tree.map(lambda x: np.asarray(x)[np.asarray(plain.valid)], (logged, plain))
+    chex.assert_trees_all_close(*inside, atol=1e-6)
