@@ -150,7 +150,7 @@ def make(name: str, **overrides) -> TaskFamily:
     """Build the registered task family ``name``.
 
     ``overrides`` are passed to the family's factory (e.g. ``arms=10`` for
-    bandits); an unknown override raises ``TypeError`` naming it.
+    bandits); an unknown override raises ``ValueError`` naming it.
     """
     _load_builtin()
     if name not in _REGISTRY:
