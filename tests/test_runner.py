@@ -19,7 +19,6 @@ import json
 import shutil
 import sys
 import types
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -400,7 +399,8 @@ def test_nan_in_the_parameters_stops_the_run(tmp_path):
 
 
 def test_bad_runner_arguments_are_named(tmp_path):
-    with pytest.raises(ValueError, match="eval_every=3 must be a multiple of iterations_per_call=2"):
+    with pytest.raises(ValueError,
+                       match="eval_every=3 must be a multiple of iterations_per_call=2"):
         run_toy(tmp_path / "a", eval_every=3)
     with pytest.raises(ValueError, match="num_iterations must be an integer >= 1"):
         run_toy(tmp_path / "b", num_iterations=0)
