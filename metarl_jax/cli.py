@@ -229,6 +229,9 @@ def _cmd_families(args: argparse.Namespace) -> int:
     del args
     for name, description in tasks.family_descriptions().items():
         print(f"{name}: {description}")
+        options = tasks.family_options(name)
+        if options:
+            print("  options: " + ", ".join(f"{k}={v!r}" for k, v in options.items()))
         try:
             family = tasks.make(name)
         except Exception as err:  # report a broken family, keep listing the others

@@ -146,6 +146,20 @@ def family_descriptions() -> dict[str, str]:
     return {name: _REGISTRY[name][1] for name in sorted(_REGISTRY)}
 
 
+def family_options(name: str) -> dict[str, Any]:
+    """``{option: default}`` accepted by ``make(name, **options)``."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown task family {name!r}; known families: {', '.join(sorted(_REGISTRY))}"
+        )
+    return {
+        p.name: p.default
+        for p in inspect.signature(_REGISTRY[name][0]).parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
 def make(name: str, **overrides) -> TaskFamily:
     """Build the registered task family ``name``.
 
