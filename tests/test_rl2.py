@@ -233,7 +233,8 @@ def test_evaluate_returns_per_episode_curve(bandit_learner):
     assert set(np.unique(np.asarray(curve))) <= {0.0, 1.0}
     longer = rl2.make(dataclasses.replace(bandit_learner.config, eval_episodes=7,
                                           eval_policy="mode"), bandit_learner.family)
-    curve = jax.jit(longer.evaluate, static_argnums=3)(state, tasks, jax.random.PRNGKey(2), 3)["rl2"]
+    curve = jax.jit(longer.evaluate, static_argnums=3)(
+        state, tasks, jax.random.PRNGKey(2), 3)["rl2"]
     chex.assert_shape(curve, (6, 7))
     assert set(np.unique(np.asarray(curve))) <= {0.0, 1.0}
 

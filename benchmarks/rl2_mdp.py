@@ -1,0 +1,203 @@
+"""RL² Table 2 rebuilt (random tabular MDPs), and RL² on the CartPole family.
+
+Duan et al. 2016 (arXiv:1611.02779), Sec. 5.2 / Table 2: ``|S| = 10``,
+``|A| = 5``, episodes of ``T = 10`` steps starting in state 0, mean rewards
+``N(1, 1)`` with ``N(0, 1)`` noise per step, flat-Dirichlet transitions; a
+trial is ``n`` episodes of one MDP; total reward over 1,000 MDPs. For every
+``n`` this script draws 1,000 held-out MDPs from the family's *test* split,
+plays our baselines (``metarl_jax.baselines.mdp``, default hyperparameters;
+UCRL2 is not implemented) and the known-MDP optimum on exactly those MDPs,
+meta-trains RL² on the *train* split and plays it on the same MDPs, and
+prints the published row beside ours (mean ± one standard error), RL²'s
+paired difference to PSRL, training wall time and env steps/s.
+
+``--cartpole`` instead meta-trains RL² on the ``cartpole`` family (pole
+length and mass, cart mass and push force vary) with trials of several
+episodes and reports the return of each episode of a trial on held-out
+variants: later episodes should beat the first.
+
+Timing as in ``rl2_bandits.py`` (whose training loop this script shares).
+Results are merged into ``benchmarks/results/rl2_mdp.json`` /
+``rl2_cartpole.json``.
+
+Usage::
+
+    python benchmarks/rl2_mdp.py --episodes 10 25 [--minutes 30] [--iterations N]
+    python benchmarks/rl2_mdp.py --quick
+    python benchmarks/rl2_mdp.py --cartpole [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rl2_bandits import MACHINE, mean_and_se, save_results, train_rl2  # noqa: E402
+
+import metarl_jax  # noqa: E402
+from metarl_jax.algorithms import rl2  # noqa: E402
+from metarl_jax.baselines import mdp as mdp_baselines  # noqa: E402
+
+COLUMNS = ("random", "psrl", "optimistic_psrl", "ucrl2", "beb", "epsilon_greedy", "greedy",
+           "rl2")
+HEADERS = ("Random", "PSRL", "OPSRL", "UCRL2", "BEB", "eps-Greedy", "Greedy", "RL²")
+PUBLISHED = {
+    10: (100.1, 138.1, 144.1, 146.6, 150.2, 132.8, 134.8, 156.2),
+    25: (250.2, 408.8, 425.2, 424.1, 427.8, 377.3, 368.8, 445.7),
+    50: (499.7, 904.4, 930.7, 918.9, 917.8, 823.3, 769.3, 936.1),
+    75: (749.9, 1417.1, 1449.2, 1427.6, 1422.6, 1293.9, 1172.9, 1428.8),
+    100: (999.4, 1939.5, 1973.9, 1942.1, 1935.1, 1778.2, 1578.5, 1913.7),
+}
+BASELINES = ("random", "psrl", "optimistic_psrl", "beb", "epsilon_greedy", "greedy",
+             "known_mdp_optimum")
+EPISODE_LENGTH = 10
+
+
+def rl2_config(num_episodes: int, quick: bool) -> rl2.Config:
+    """RL² settings: GRU 256, rewards scaled by 0.1 so the shared GRU's value loss is O(1)."""
+    if quick:
+        return rl2.Config(trial_episodes=num_episodes, meta_batch_size=128, hidden_size=128,
+                          learning_rate=3e-3, reward_scale=0.1, entropy_coef=0.003)
+    return rl2.Config(trial_episodes=num_episodes, meta_batch_size=256, hidden_size=256,
+                      learning_rate=1e-3, gamma=0.99, gae_lambda=0.3, reward_scale=0.1,
+                      entropy_coef=0.003, bptt_length=None if num_episodes <= 10 else 100)
+
+
+def run_cell(num_episodes: int, args) -> dict:
+    family = metarl_jax.make("tabular-mdp", episode_length=EPISODE_LENGTH)
+    tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
+    baseline_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
+    totals = {}
+    for name, sub in zip(BASELINES, jax.random.split(baseline_key, len(BASELINES))):
+        totals[name] = np.asarray(mdp_baselines.evaluate(
+            name, tasks, sub, num_episodes=num_episodes, episode_length=EPISODE_LENGTH))
+    config = rl2_config(num_episodes, args.quick)
+    print(f"n={num_episodes}: training RL² ({config})", flush=True)
+    learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
+        config, family, args.iterations, args.minutes, args.seed)
+    curve = jax.jit(learner.evaluate)(state, tasks, eval_key)["rl2"]
+    totals["rl2"] = np.asarray(curve.sum(axis=1))
+    return {
+        "n": num_episodes, "instances": args.instances,
+        "published": dict(zip(COLUMNS, PUBLISHED[num_episodes])),
+        "ours": {name: dict(zip(("mean", "se"), mean_and_se(x))) for name, x in totals.items()},
+        "rl2_minus_psrl": dict(zip(("mean", "se"),
+                                   mean_and_se(totals["rl2"] - totals["psrl"]))),
+        "rl2_per_episode_mean": [float(v) for v in np.asarray(curve).mean(axis=0)],
+        "rl2_config": dataclasses.asdict(config),
+        "iterations": iterations, "compile_s": compile_s, "train_s": train_s,
+        "env_steps": env_steps, "env_steps_per_s": env_steps / train_s, "quick": args.quick,
+    }
+
+
+def markdown(cells: dict) -> str:
+    lines = [f"Machine: {MACHINE}. Mean total reward over held-out MDPs ± one standard "
+             "error; ours are played on the same MDPs (UCRL2: not implemented).", "",
+             "| n | source | " + " | ".join(HEADERS) + " | known MDP | RL² − PSRL | "
+             "RL² train time | env steps/s |",
+             "|---|---|" + "---|" * (len(HEADERS) + 4)]
+    for key in sorted(cells, key=int):
+        cell = cells[key]
+        pub = " | ".join(f"{cell['published'][c]:.1f}" for c in COLUMNS)
+        lines.append(f"| {key} | published | {pub} | | | | |")
+        ours = " | ".join(
+            f"{cell['ours'][c]['mean']:.1f} ± {cell['ours'][c]['se']:.1f}"
+            if c in cell["ours"] else "—" for c in COLUMNS)
+        known = cell["ours"]["known_mdp_optimum"]
+        diff = cell["rl2_minus_psrl"]
+        tag = " (quick)" if cell["quick"] else ""
+        lines.append(
+            f"| {key} | ours{tag} | {ours} | {known['mean']:.1f} ± {known['se']:.1f} | "
+            f"{diff['mean']:+.1f} ± {diff['se']:.1f} | {cell['train_s'] / 60:.1f} min "
+            f"({cell['iterations']} it) | {cell['env_steps_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def run_cartpole(args) -> dict:
+    """RL² on CartPole variants: return of each episode of a trial on held-out variants."""
+    family = metarl_jax.make("cartpole", max_steps_in_episode=args.cartpole_horizon)
+    config = rl2.Config(trial_episodes=args.cartpole_episodes, meta_batch_size=64,
+                        hidden_size=64, bptt_length=50, learning_rate=1e-3,
+                        gamma=0.99, gae_lambda=0.95, reward_scale=0.1, entropy_coef=0.003)
+    print(f"cartpole: training RL² ({config})", flush=True)
+    learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
+        config, family, args.iterations, args.minutes, args.seed)
+    tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
+    curve = np.asarray(jax.jit(learner.evaluate)(state, tasks, jax.random.PRNGKey(7))["rl2"])
+    per_episode = [dict(zip(("mean", "se"), mean_and_se(curve[:, i])))
+                   for i in range(curve.shape[1])]
+    return {
+        "family": "cartpole", "horizon": args.cartpole_horizon, "instances": args.instances,
+        "per_episode": per_episode,
+        "last_minus_first": dict(zip(("mean", "se"), mean_and_se(curve[:, -1] - curve[:, 0]))),
+        "rl2_config": dataclasses.asdict(config), "iterations": iterations,
+        "compile_s": compile_s, "train_s": train_s, "env_steps": env_steps,
+        "env_steps_per_s": env_steps / train_s,
+    }
+
+
+def cartpole_markdown(result: dict) -> str:
+    episodes = " | ".join(f"ep {i + 1}" for i in range(len(result["per_episode"])))
+    values = " | ".join(f"{e['mean']:.1f} ± {e['se']:.1f}" for e in result["per_episode"])
+    diff = result["last_minus_first"]
+    return "\n".join([
+        f"Machine: {MACHINE}. RL² on {result['instances']} held-out CartPole variants "
+        f"(horizon {result['horizon']}), return per episode of a trial ± one standard error.",
+        "", f"| {episodes} | last − first | train time | env steps/s |",
+        "|" + "---|" * (len(result["per_episode"]) + 3),
+        f"| {values} | {diff['mean']:+.1f} ± {diff['se']:.1f} | "
+        f"{result['train_s'] / 60:.1f} min ({result['iterations']} it) | "
+        f"{result['env_steps_per_s']:,.0f} |"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, nargs="+", default=[10],
+                        help="n of Table 2 (episodes per trial): 10 25 50 75 100")
+    parser.add_argument("--iterations", type=int, default=1000, help="PPO iterations per cell")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="training wall-clock budget per cell (checked every 10 iterations)")
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="n=10 only, a small network for 40 iterations")
+    parser.add_argument("--cartpole", action="store_true",
+                        help="RL² on the cartpole family instead of Table 2")
+    parser.add_argument("--cartpole-episodes", type=int, default=3)
+    parser.add_argument("--cartpole-horizon", type=int, default=200)
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/rl2_mdp.json "
+                        "(rl2_mdp_quick.json with --quick, rl2_cartpole.json with --cartpole)")
+    args = parser.parse_args()
+    results_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    if args.cartpole:
+        out = args.out or os.path.join(results_dir, "rl2_cartpole.json")
+        result = run_cartpole(args)
+        save_results(out, {"cartpole": result})
+        print(cartpole_markdown(result), flush=True)
+        return
+    if args.quick:
+        args.episodes, args.iterations = [10], min(args.iterations, 40)
+    out = args.out or os.path.join(results_dir, "rl2_mdp_quick.json" if args.quick
+                                   else "rl2_mdp.json")
+    for n in args.episodes:
+        if n not in PUBLISHED:
+            parser.error(f"--episodes: {n} is not a row of Table 2 ({sorted(PUBLISHED)})")
+    cells = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            cells = json.load(f).get("cells", {})
+    for n in args.episodes:
+        cells[str(n)] = run_cell(n, args)
+        save_results(out, {"cells": cells})
+        print(markdown(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
