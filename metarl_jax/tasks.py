@@ -62,14 +62,14 @@ class TaskFamily:
     def sample_params(self, key: jax.Array, split: str = "train") -> Any:
         """Params of a single task from ``split``."""
         self._check_split(split)
-        return self.sample_fn(jax.random.fold_in(key, _SPLIT_IDS[split]), split)
+        return _strong(self.sample_fn(jax.random.fold_in(key, _SPLIT_IDS[split]), split))
 
     def sample(self, key: jax.Array, num_tasks: int, split: str = "train") -> Any:
         """Params of ``num_tasks`` tasks, with a leading task axis."""
         require_positive("num_tasks", num_tasks, integer=True)
         self._check_split(split)
         keys = jax.random.split(jax.random.fold_in(key, _SPLIT_IDS[split]), int(num_tasks))
-        return jax.vmap(lambda k: self.sample_fn(k, split))(keys)
+        return _strong(jax.vmap(lambda k: self.sample_fn(k, split))(keys))
 
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:
@@ -79,6 +79,12 @@ class TaskFamily:
                 f"task family {self.name!r} has no {split!r} split; "
                 f"available: {self.splits}"
             )
+
+
+def _strong(tree: Any) -> Any:
+    """Drop weak types (Python-number defaults broadcast by vmap become weakly
+    typed), so params from ``sample`` never cause a retrace next to others."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), tree)
 
 
 def uniform_params_sampler(
