@@ -77,8 +77,8 @@ def machine_description() -> str:
 
 
 def default_steps(num_envs: int) -> int:
-    """Steps per timed run: about 1M env steps, at least 64, at most 1,000."""
-    return int(max(64, min(1000, 2**20 // num_envs)))
+    """Steps per timed run: about 0.5M env steps, at least 64, at most 1,000."""
+    return int(max(64, min(1000, 2**19 // num_envs)))
 
 
 def make_policy(action_space):
@@ -272,7 +272,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--steps", type=int, default=None,
-                        help="steps per timed run (default: about 1M env steps, 64..1000)")
+                        help="steps per timed run (default: about 0.5M env steps, 64..1000)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--envs", type=lambda s: s.split(","), default=None,
                         help="family names (default: every registered family)")

@@ -217,12 +217,19 @@ def _scan_steps(env, params, key, num_steps, policy):
     return jax.lax.scan(body, (obs, state), jax.random.split(key_steps, num_steps))[1]
 
 
-def test_pendulum_truncates_at_max_steps_and_resets():
-    env = Pendulum()
+@pytest.mark.parametrize(
+    "env, policy",
+    [
+        (Pendulum(), lambda obs: -obs[2:3]),
+        (MountainCar(), lambda obs: jnp.int32(2)),
+        (MountainCarContinuous(), lambda obs: jnp.ones(1, jnp.float32)),
+    ],
+    ids=["pendulum", "mountaincar", "mountaincar-continuous"],
+)
+def test_truncation_at_max_steps_and_reset(env, policy):
+    # 7 steps are far too few to reach MountainCar's flag: only truncation ends them
     params = env.default_params.replace(max_steps_in_episode=7)
-    out = jax.jit(lambda k: _scan_steps(env, params, k, 22, lambda o: -o[2:3]))(
-        jax.random.key(1)
-    )
+    out = jax.jit(lambda k: _scan_steps(env, params, k, 22, policy))(jax.random.key(1))
     truncated = np.asarray(out["truncated"])
     np.testing.assert_array_equal(np.flatnonzero(truncated), [6, 13, 20])
     assert not np.asarray(out["terminated"]).any()
