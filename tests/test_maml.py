@@ -80,16 +80,9 @@ def test_update_runs_without_retracing(nav, outer):
     assert int(state.step) == 3
     for name in ("pre_adaptation_return", "post_adaptation_return", "pretrained_return"):
         assert np.isfinite(float(metrics[name])), name
-    if outer == "trpo":
-        assert float(metrics["kl"]) <= config.max_kl * 1.5
-
-
-def test_trpo_outer_step_respects_kl_bound(nav):
-    config = maml.Config(outer_optimizer="trpo", max_kl=1e-3, **TINY)
-    learner = maml.make(config, nav)
-    state = learner.init(jax.random.PRNGKey(0))
-    _, metrics = jax.jit(learner.update)(state, jax.random.PRNGKey(1))
-    assert 0.0 <= float(metrics["kl"]) <= 1e-3 * 1.01
+    if outer == "trpo":  # the accepted step satisfies the trust region
+        assert 0.0 <= float(metrics["kl"]) <= config.max_kl
+        assert float(metrics["step_fraction"]) > 0.0
 
 
 def test_evaluate_gives_adaptation_curves(nav):

@@ -125,6 +125,7 @@ class MAMLState:
     opt_state: Any
     pretrained_params: Any  # {"policy": params} of the multi-task baseline (or None)
     pretrained_opt_state: Any
+    random_init_params: Any  # {"policy": params} of a fixed fresh initialisation (baseline)
     step: jax.Array
 
 
@@ -325,7 +326,8 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     def init(key: jax.Array) -> MAMLState:
         """Initial meta-parameters (and the pretrained baseline's, from the same init)."""
-        policy_params = policy.init(key, jnp.zeros(obs_shape, jnp.float32))
+        init_key, random_key = jax.random.split(key)
+        policy_params = policy.init(init_key, jnp.zeros(obs_shape, jnp.float32))
         inner_lrs = (jax.tree.map(lambda p: jnp.full_like(p, config.inner_lr), policy_params)
                      if config.learn_inner_lr else None)
         meta_params = {"policy": policy_params, "inner_lr": inner_lrs}
@@ -335,6 +337,8 @@ def make(config: Config, family, mesh=None) -> Learner:
             opt_state=optimizer.init(meta_params),
             pretrained_params=pretrained,
             pretrained_opt_state=optimizer.init(pretrained) if pretrained is not None else None,
+            random_init_params={"policy": policy.init(random_key, jnp.zeros(obs_shape, jnp.float32)),
+                                "inner_lr": None},
             step=jnp.zeros((), jnp.int32),
         )
 
@@ -354,9 +358,9 @@ def make(config: Config, family, mesh=None) -> Learner:
             pre_params, pre_opt, pre_returns, _ = outer_step(
                 pre_params, pre_opt, task_params, pre_key, 0)
             metrics["pretrained_return"] = pre_returns[0]
-        new_state = MAMLState(meta_params=meta_params, opt_state=opt_state,
-                              pretrained_params=pre_params, pretrained_opt_state=pre_opt,
-                              step=state.step + 1)
+        new_state = state.replace(meta_params=meta_params, opt_state=opt_state,
+                                  pretrained_params=pre_params, pretrained_opt_state=pre_opt,
+                                  step=state.step + 1)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         return new_state, metrics
 
@@ -386,7 +390,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         """Per-task returns after 0..num_steps inner steps, ``{name: [tasks, K+1]}``.
 
         Curves: ``"maml"``, ``"pretrained"`` (multi-task baseline, fine-tuned
-        with the same steps) and ``"random_init"`` (a fresh initialisation).
+        with the same steps) and ``"random_init"`` (a fresh initialisation,
+        drawn once in ``init`` so every evaluation of a run uses the same one).
         """
         num_tasks = jax.tree.leaves(task_params)[0].shape[0]
         task_keys = jax.random.split(key, num_tasks)
@@ -395,13 +400,10 @@ def make(config: Config, family, mesh=None) -> Learner:
             return jax.vmap(adapt, in_axes=(None, 0, 0, None))(
                 meta_params, task_params, task_keys, num_steps)
 
-        random_init = {"policy": policy.init(jax.random.fold_in(key, 1),
-                                             jnp.zeros(obs_shape, jnp.float32)),
-                       "inner_lr": None}
         out = {"maml": curves(state.meta_params)}
         if state.pretrained_params is not None:
             out["pretrained"] = curves(state.pretrained_params)
-        out["random_init"] = curves(random_init)
+        out["random_init"] = curves(state.random_init_params)
         return out
 
     return Learner(init=init, update=update, evaluate=evaluate, adapt=adapt,

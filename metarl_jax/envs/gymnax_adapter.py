@@ -62,13 +62,13 @@ class GymnaxEnvironment(Environment):
         return self.gymnax_env.is_truncated(state, params)
 
     def action_space(self, params=None):
-        return self.gymnax_env.action_space(params)
+        return self.gymnax_env.action_space(self.default_params if params is None else params)
 
     def observation_space(self, params=None):
-        return self.gymnax_env.observation_space(params)
+        return self.gymnax_env.observation_space(self.default_params if params is None else params)
 
     def state_space(self, params=None):
-        return self.gymnax_env.state_space(params)
+        return self.gymnax_env.state_space(self.default_params if params is None else params)
 
     def validate_params(self, params) -> None:
         """Raise ``ValueError`` unless ``params`` has the fields of the gymnax params."""

@@ -1,4 +1,8 @@
-"""Plots of a run: the adaptation curve and the training curves (matplotlib, Agg)."""
+"""Plots of a run: the adaptation curve and the training curves.
+
+Drawn on ``matplotlib.figure.Figure`` objects, which need no backend, so
+importing this module never switches the backend of a notebook or a GUI.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 import numpy as np  # noqa: E402
 
 from metarl_jax.training.logging import read_csv  # noqa: E402
@@ -21,7 +22,8 @@ def plot_adaptation_curve(summary: Mapping[str, Any], path: Path, title: str = "
     ``summary`` is the dict of :func:`metarl_jax.training.logging.summarize_curves`
     (plus ``"xlabel"``); the learner's own curve and its baselines share the axes.
     """
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     x = np.asarray(summary["x"])
     for name, curve in summary["curves"].items():
         mean, ci = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
@@ -35,7 +37,6 @@ def plot_adaptation_curve(summary: Mapping[str, Any], path: Path, title: str = "
     ax.legend()
     fig.subplots_adjust(left=0.16, right=0.97, bottom=0.13, top=0.91)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -50,7 +51,8 @@ def plot_training_curve(run_dir: Path, path: Path, title: str = "") -> Path:
     panels = len(metrics) + (1 if eval_last else 0)
     cols = min(3, max(panels, 1))
     rows = math.ceil(max(panels, 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     flat = axes.reshape(-1)
     for ax, (name, values) in zip(flat, metrics.items()):
         ax.plot(iterations, values)
@@ -76,7 +78,6 @@ def plot_training_curve(run_dir: Path, path: Path, title: str = "") -> Path:
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.55 / height, top=1 - 0.6 / height,
                         wspace=0.3, hspace=0.6)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return Path(path)
 
 

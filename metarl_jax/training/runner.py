@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from metarl_jax import algorithms, tasks
 from metarl_jax.sharding import TASK_AXIS, check_divisible, replicate, task_mesh
