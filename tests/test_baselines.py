@@ -1,0 +1,453 @@
+"""RL² reference players (Duan et al. 2016, Tables 1 and 2): exact values, statistics, errors.
+
+Compiles are the expensive part on a 2-core CPU, so each module-scoped
+fixture jits several players into one program and the tests share it.
+"""
+
+import functools
+import itertools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metarl_jax.baselines import bandits, mdp
+
+
+def _mean_and_error(x) -> tuple[float, float]:
+    x = np.asarray(x, np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
+
+
+# ----------------------------------------------------------------------------
+# Exact Bayes-optimal DP
+
+
+@pytest.mark.parametrize("num_arms, published", [(5, 6.660), (10, 6.714), (50, 6.714)])
+def test_bayes_optimal_dp_reproduces_published_values(num_arms, published):
+    policy = bandits.bayes_optimal_policy(10, num_arms)
+    assert round(policy.value, 3) == published
+
+
+def _brute_force_bayes_value(num_pulls: int, num_arms: int) -> float:
+    """Expectimax over ordered per-arm counts: no exchangeability shortcut."""
+
+    @functools.lru_cache(maxsize=None)
+    def value(counts: tuple, pulls_left: int) -> float:
+        if pulls_left == 0:
+            return 0.0
+        best = -1.0
+        for arm, (s, f) in enumerate(counts):
+            p = (s + 1) / (s + f + 2)
+            win = counts[:arm] + ((s + 1, f),) + counts[arm + 1 :]
+            loss = counts[:arm] + ((s, f + 1),) + counts[arm + 1 :]
+            q = p * (1 + value(win, pulls_left - 1)) + (1 - p) * value(loss, pulls_left - 1)
+            best = max(best, q)
+        return best
+
+    return value(((0, 0),) * num_arms, num_pulls)
+
+
+@pytest.mark.parametrize("num_pulls, num_arms", [(6, 3), (8, 2), (4, 5)])
+def test_bayes_optimal_dp_matches_unreduced_expectimax(num_pulls, num_arms):
+    policy = bandits.bayes_optimal_policy(num_pulls, num_arms)
+    assert policy.value == pytest.approx(_brute_force_bayes_value(num_pulls, num_arms), abs=1e-12)
+
+
+@pytest.mark.parametrize("num_pulls, num_arms", [(6, 3), (7, 10), (9, 4)])
+def test_posterior_state_count_matches_enumeration(num_pulls, num_arms):
+    # every multiset of pulled-arm counts with at most num_pulls - 1 pulls
+    kinds = [(s, w - s) for w in range(1, num_pulls) for s in range(w + 1)]
+    states = 0
+    for size in range(0, min(num_arms, num_pulls - 1) + 1):
+        for multiset in itertools.combinations_with_replacement(kinds, size):
+            states += sum(s + f for s, f in multiset) <= num_pulls - 1
+    assert bandits.count_posterior_states(num_pulls, num_arms) == states
+
+
+def test_bayes_optimal_policy_tree_is_consistent():
+    policy = bandits.bayes_optimal_policy(10, 5)
+    nodes = policy.next_node.shape[0]
+    chex.assert_shape(policy.best_successes, (nodes,))
+    assert policy.next_node.dtype == jnp.int32
+    assert int(policy.next_node.max()) == nodes - 1  # the terminal sink
+    assert int(policy.best_successes[0]) == 0 and int(policy.best_failures[0]) == 0
+    assert nodes <= 2**10  # at most one node per reward history
+
+
+# ----------------------------------------------------------------------------
+# Bandit players on instances from the prior (one compile for three players)
+
+PRIOR_INSTANCES = 20_000
+
+
+@pytest.fixture(scope="module")
+def prior_bandit_totals():
+    arm_means = bandits.sample_instances(jax.random.PRNGKey(0), PRIOR_INSTANCES, 5)
+    policy = bandits.bayes_optimal_policy(10, 5)
+    keys = jax.random.split(jax.random.PRNGKey(1), PRIOR_INSTANCES)
+
+    @jax.jit
+    def play(arm_means, keys):  # [instances, 5], [instances] -> dict of [instances]
+        def one(means, key):
+            k1, k2, k3 = jax.random.split(key, 3)
+            return {
+                "bayes_optimal": bandits.bayes_optimal(means, k1, num_pulls=10, policy=policy),
+                "oracle": bandits.oracle(means, k2, num_pulls=10),
+                "random": bandits.random_policy(means, k3, num_pulls=10),
+            }
+
+        return jax.vmap(one)(arm_means, keys)
+
+    return play(arm_means, keys)
+
+
+def test_simulated_bayes_optimal_player_matches_dp_value(prior_bandit_totals):
+    mean, error = _mean_and_error(prior_bandit_totals["bayes_optimal"])
+    assert abs(mean - bandits.bayes_optimal_policy(10, 5).value) < 4 * error
+
+
+def test_oracle_and_random_match_their_expectations(prior_bandit_totals):
+    mean, error = _mean_and_error(prior_bandit_totals["oracle"])
+    assert abs(mean - bandits.oracle_value(10, 5)) < 4 * error
+    mean, error = _mean_and_error(prior_bandit_totals["random"])
+    assert abs(mean - 5.0) < 4 * error
+    chex.assert_shape(prior_bandit_totals["random"], (PRIOR_INSTANCES,))
+
+
+# ----------------------------------------------------------------------------
+# Bandit players on an easy instance (one compile for all of them)
+
+EASY_MEANS = jnp.array([0.1, 0.9], jnp.float32)
+EASY_PULLS = 100
+EASY_TRIALS = 200
+
+
+@pytest.fixture(scope="module")
+def easy_bandit_totals():
+    table = bandits.gittins_indices(0.9, EASY_PULLS - 1)
+    players = {
+        "random": bandits.random_policy,
+        "greedy": bandits.greedy,
+        "ucb1": bandits.ucb1,
+        "thompson_sampling": bandits.thompson_sampling,
+        "optimistic_thompson_sampling": bandits.optimistic_thompson_sampling,
+        "gittins": functools.partial(bandits.gittins, index_table=table),
+    }
+
+    @jax.jit
+    def play(keys):  # [trials] -> dict of [trials]
+        def one(key):
+            out = {}
+            for name, key_player in zip(players, jax.random.split(key, len(players))):
+                out[name] = players[name](EASY_MEANS, key_player, num_pulls=EASY_PULLS)
+            out["ucb1_per_pull"] = bandits.ucb1(
+                EASY_MEANS,
+                jax.random.split(key, len(players))[2],
+                num_pulls=EASY_PULLS,
+                per_pull=True,
+            )
+            return out
+
+        return jax.vmap(one)(keys)
+
+    return play(jax.random.split(jax.random.PRNGKey(2), EASY_TRIALS))
+
+
+@pytest.mark.parametrize(
+    "name", ["ucb1", "thompson_sampling", "optimistic_thompson_sampling", "gittins"]
+)
+def test_exploring_players_beat_random_and_approach_ceiling(easy_bandit_totals, name):
+    ceiling = EASY_PULLS * 0.9
+    mean, _ = _mean_and_error(easy_bandit_totals[name])
+    random_mean, random_error = _mean_and_error(easy_bandit_totals["random"])
+    assert abs(random_mean - EASY_PULLS * 0.5) < 4 * random_error
+    # regret of a few pulls: within 5% of knowing the best arm
+    assert mean > 0.95 * ceiling
+    assert mean > random_mean + 30
+
+
+def test_per_pull_rewards_sum_to_the_total(easy_bandit_totals):
+    per_pull = easy_bandit_totals["ucb1_per_pull"]
+    chex.assert_shape(per_pull, (EASY_TRIALS, EASY_PULLS))
+    assert set(np.unique(np.asarray(per_pull))) <= {0.0, 1.0}
+    np.testing.assert_array_equal(per_pull.sum(-1), easy_bandit_totals["ucb1"])
+
+
+# ----------------------------------------------------------------------------
+# evaluate: named players, traced hyperparameters
+
+
+def test_evaluate_sweeps_epsilon_without_recompiling(monkeypatch):
+    arm_means = bandits.sample_instances(jax.random.PRNGKey(3), 400, 3)
+    key = jax.random.PRNGKey(4)
+    traced_once = chex.assert_max_traces(bandits.epsilon_greedy, n=1)
+    monkeypatch.setitem(bandits.BASELINES, "epsilon_greedy", traced_once)
+    totals = {
+        epsilon: bandits.evaluate("epsilon_greedy", arm_means, key, num_pulls=6, epsilon=epsilon)
+        for epsilon in (0.0, 0.3, 1.0)
+    }
+    chex.assert_shape(totals[1.0], (400,))
+    # epsilon = 1 is uniformly random play: 6 pulls of a U[0, 1] arm
+    mean, error = _mean_and_error(totals[1.0])
+    assert abs(mean - 3.0) < 4 * error
+    assert np.mean(totals[0.0]) > np.mean(totals[1.0]) + 0.3
+
+
+# ----------------------------------------------------------------------------
+# Gittins indices
+
+
+def _brute_force_gittins(a: int, b: int, discount: float, depth: int = 150) -> float:
+    """Bisection on the retirement reward, with a depth-truncated recursive DP."""
+
+    def advantage(retire_reward: float) -> float:
+        retire = retire_reward / (1 - discount)
+
+        @functools.lru_cache(maxsize=None)
+        def value(a, b, h):
+            p = a / (a + b)
+            if h == depth:
+                return max(retire_reward, p) / (1 - discount)
+            cont = p + discount * (p * value(a + 1, b, h + 1) + (1 - p) * value(a, b + 1, h + 1))
+            return max(retire, cont)
+
+        p = a / (a + b)
+        return p + discount * (p * value(a + 1, b, 1) + (1 - p) * value(a, b + 1, 1)) - retire
+
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if advantage(mid) > 0 else (low, mid)
+    return (low + high) / 2
+
+
+def test_gittins_indices_match_bisection_and_published_table():
+    table = bandits.gittins_indices(0.9, 12)
+    chex.assert_shape(table, (13, 13))
+    assert table.dtype == np.float32
+    # Gittins (1979) / Gittins, Glazebrook & Weber (2011) table, discount 0.9: nu(1, 1) = 0.7029
+    assert table[0, 0] == pytest.approx(0.7029, abs=1e-4)
+    for successes, failures in [(0, 0), (3, 1), (0, 5), (7, 2), (2, 10)]:
+        expected = _brute_force_gittins(successes + 1, failures + 1, 0.9)
+        assert table[successes, failures] == pytest.approx(expected, abs=2e-4)
+    # above the posterior mean, increasing in successes, decreasing in failures
+    s, f = np.meshgrid(np.arange(13), np.arange(13), indexing="ij")
+    reachable = s + f <= 12
+    assert np.all(table[reachable] > ((s + 1) / (s + f + 2))[reachable])
+    assert np.all(np.diff(table[:6, :6], axis=0) > 0)
+    assert np.all(np.diff(table[:6, :6], axis=1) < 0)
+
+
+# ----------------------------------------------------------------------------
+# Gamma / Beta sampler
+
+
+def test_sample_gamma_moments():
+    shapes = jnp.array([1.0, 2.5, 40.0], jnp.float32)
+    draws = 20_000
+    x = jax.jit(bandits.sample_gamma)(
+        jax.random.PRNGKey(5), jnp.broadcast_to(shapes[:, None], (3, draws))
+    )
+    assert x.dtype == jnp.float32
+    for row, alpha in zip(np.asarray(x, np.float64), np.asarray(shapes, np.float64)):
+        # Gamma(alpha, 1): mean alpha, variance alpha, fourth central moment 3a^2 + 6a
+        assert abs(row.mean() - alpha) < 4 * math.sqrt(alpha / draws)
+        variance_error = math.sqrt((3 * alpha**2 + 6 * alpha - alpha**2) / draws)
+        assert abs(row.var() - alpha) < 4 * variance_error
+
+
+# ----------------------------------------------------------------------------
+# Tabular MDPs: value iteration against enumeration of all policies
+
+
+def _evaluate_policy_exactly(transitions, rewards, policy):
+    """Expected return from state 0 of a deterministic non-stationary policy[h, s]."""
+    distribution = np.zeros(transitions.shape[0])
+    distribution[0] = 1.0
+    total = 0.0
+    for h in range(policy.shape[0]):
+        actions = policy[h]
+        total += distribution @ rewards[np.arange(len(actions)), actions]
+        distribution = distribution @ transitions[np.arange(len(actions)), actions]
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_value_iteration_matches_enumerated_policies(seed):
+    num_states, num_actions, horizon = 2, 2, 3
+    instance = mdp.sample_instances(jax.random.PRNGKey(seed), 1, num_states, num_actions)
+    transitions = np.asarray(instance.transitions[0], np.float64)
+    rewards = np.asarray(instance.mean_rewards[0], np.float64)
+    best = max(
+        _evaluate_policy_exactly(
+            transitions, rewards, np.array(choice).reshape(horizon, num_states)
+        )
+        for choice in itertools.product(range(num_actions), repeat=horizon * num_states)
+    )
+    q = mdp.value_iteration(instance.transitions[0], instance.mean_rewards[0], horizon)
+    chex.assert_shape(q, (horizon, num_states, num_actions))
+    assert float(jnp.max(q[0, 0])) == pytest.approx(best, rel=1e-5)
+    greedy_policy = np.asarray(jnp.argmax(q, axis=-1))  # [horizon, states]
+    assert _evaluate_policy_exactly(transitions, rewards, greedy_policy) == pytest.approx(
+        best, rel=1e-5
+    )
+
+
+def test_known_mdp_optimum_is_about_21_8_per_episode():
+    # 4000 RL² MDPs (S=10, A=5, T=10); the published 21.8 is rounded to 0.1
+    instances = mdp.sample_instances(jax.random.PRNGKey(6), 4000)
+    values = mdp.optimal_value(instances, episode_length=10)
+    chex.assert_shape(values, (4000,))
+    mean, error = _mean_and_error(values)
+    assert abs(mean - 21.8) < 0.05 + 3 * error
+
+
+# ----------------------------------------------------------------------------
+# Tabular-MDP players (one compile for all of them)
+
+MDP_INSTANCES = 200
+MDP_EPISODES = 10
+
+
+@pytest.fixture(scope="module")
+def mdp_returns():
+    instances = mdp.sample_instances(jax.random.PRNGKey(7), MDP_INSTANCES)
+    players = {
+        "random": mdp.random_policy,
+        "greedy": mdp.greedy,
+        "epsilon_greedy": functools.partial(mdp.epsilon_greedy, epsilon=0.1),
+        "beb": functools.partial(mdp.beb, bonus=1.0),
+        "psrl": mdp.psrl,
+        "optimistic_psrl": functools.partial(mdp.optimistic_psrl, num_samples=2),
+        "known_mdp_optimum": mdp.known_mdp_optimum,
+    }
+
+    @jax.jit
+    def play(instances, keys):  # -> dict of [instances, episodes]
+        def one(instance, key):
+            keys = jax.random.split(key, len(players))
+            return {
+                name: player(instance, k, num_episodes=MDP_EPISODES, per_episode=True)
+                for (name, player), k in zip(players.items(), keys)
+            }
+
+        return jax.vmap(one)(instances, keys)
+
+    returns = play(instances, jax.random.split(jax.random.PRNGKey(8), MDP_INSTANCES))
+    return instances, returns
+
+
+@pytest.mark.parametrize(
+    "name", ["greedy", "epsilon_greedy", "beb", "psrl", "optimistic_psrl", "known_mdp_optimum"]
+)
+def test_mdp_players_beat_random(mdp_returns, name):
+    _, returns = mdp_returns
+    chex.assert_shape(returns[name], (MDP_INSTANCES, MDP_EPISODES))
+    random_total = np.asarray(returns["random"]).sum(-1)
+    mean, error = _mean_and_error(random_total)
+    assert abs(mean - 10.0 * MDP_EPISODES) < 4 * error  # random play earns 1 per step
+    # paired over instances; RL² Table 2 gains at n = 10 are 30 % or more
+    gain, gain_error = _mean_and_error(np.asarray(returns[name]).sum(-1) - random_total)
+    assert gain > 6 * gain_error and gain > 0.15 * 10.0 * MDP_EPISODES
+
+
+@pytest.mark.parametrize("name", ["psrl", "optimistic_psrl", "greedy"])
+def test_mdp_learners_improve_over_the_trial(mdp_returns, name):
+    returns = np.asarray(mdp_returns[1][name])  # [instances, episodes]
+    improvement, error = _mean_and_error(returns[:, -3:].mean(-1) - returns[:, 0])
+    assert improvement > 4 * error
+
+
+def test_simulated_known_optimum_matches_value_iteration(mdp_returns):
+    instances, returns = mdp_returns
+    exact = np.asarray(mdp.optimal_value(instances))  # [instances]
+    per_episode = np.asarray(returns["known_mdp_optimum"]).mean(-1)
+    difference, error = _mean_and_error(per_episode - exact)  # paired: noise only
+    assert abs(difference) < 4 * error
+
+
+def test_mdp_evaluate_returns_per_episode_returns():
+    instances = mdp.sample_instances(jax.random.PRNGKey(9), 8, 3, 2)
+    key = jax.random.PRNGKey(10)
+    per_episode = mdp.evaluate(
+        "random", instances, key, num_episodes=3, episode_length=4, per_episode=True
+    )
+    chex.assert_shape(per_episode, (8, 3))
+    assert per_episode.dtype == jnp.float32
+    # random play earns about 1 per step: 12 per trial of 3 episodes of 4 steps
+    mean, error = _mean_and_error(per_episode.sum(-1))
+    assert abs(mean - 12.0) < 4 * error
+
+
+# ----------------------------------------------------------------------------
+# Bad input
+
+
+def test_bandit_bad_input_raises():
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="arm_means"):
+        bandits.ucb1(jnp.array([0.5]), key, num_pulls=10)
+    with pytest.raises(ValueError, match="arm_means"):
+        bandits.greedy(jnp.array([0.5, 1.5]), key, num_pulls=10)
+    with pytest.raises(TypeError, match="arm_means"):
+        bandits.greedy(jnp.array([0, 1]), key, num_pulls=10)
+    with pytest.raises(ValueError, match="num_pulls"):
+        bandits.thompson_sampling(jnp.array([0.2, 0.5]), key, num_pulls=0)
+    with pytest.raises(ValueError, match="num_pulls"):
+        bandits.evaluate("random", jnp.full((4, 3), 0.5), key, num_pulls=-1)
+    with pytest.raises(ValueError, match="num_arms"):
+        bandits.bayes_optimal_policy(10, 1)
+    with pytest.raises(ValueError, match="epsilon"):
+        bandits.evaluate("epsilon_greedy", jnp.full((4, 3), 0.5), key, num_pulls=5, epsilon=1.5)
+    with pytest.raises(ValueError, match="exploration"):
+        bandits.ucb1(jnp.array([0.2, 0.5]), key, num_pulls=5, exploration=-1.0)
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        bandits.evaluate("thompson_sampling", jnp.full((4, 3), 0.5), key, num_pulls=5, epsilon=0.1)
+    with pytest.raises(ValueError, match="unknown bandit baseline"):
+        bandits.evaluate("softmax", jnp.full((4, 3), 0.5), key, num_pulls=5)
+    with pytest.raises(ValueError, match="intractable"):
+        bandits.bayes_optimal_policy(100, 5)
+    with pytest.raises(ValueError, match="policy was built for"):
+        bandits.bayes_optimal(
+            jnp.full((5,), 0.5), key, num_pulls=8, policy=bandits.bayes_optimal_policy(10, 5)
+        )
+    with pytest.raises(ValueError, match="index_table"):
+        bandits.gittins(
+            jnp.full((3,), 0.5), key, num_pulls=20, index_table=bandits.gittins_indices(0.9, 5)
+        )
+    with pytest.raises(ValueError, match="discount"):
+        bandits.gittins_indices(1.0, 10)
+
+
+def test_mdp_bad_input_raises():
+    key = jax.random.PRNGKey(0)
+    good = mdp.sample_instances(key, 2, 3, 2)
+    single = mdp.MDPInstance(good.transitions[0], good.mean_rewards[0])
+    unnormalised = mdp.MDPInstance(single.transitions * 0.9, single.mean_rewards)
+    with pytest.raises(ValueError, match="transitions rows must sum to 1"):
+        mdp.psrl(unnormalised, key, num_episodes=2)
+    negative = single.transitions.at[0, 0].set(jnp.array([1.5, -0.5, 0.0]))
+    with pytest.raises(ValueError, match="transitions must be non-negative"):
+        mdp.greedy(mdp.MDPInstance(negative, single.mean_rewards), key, num_episodes=2)
+    with pytest.raises(ValueError, match="transitions must have shape"):
+        mdp.greedy(
+            mdp.MDPInstance(single.transitions[:, :, :2], single.mean_rewards), key, num_episodes=2
+        )
+    with pytest.raises(ValueError, match="num_episodes"):
+        mdp.random_policy(single, key, num_episodes=0)
+    with pytest.raises(ValueError, match="episode_length"):
+        mdp.evaluate("random", good, key, num_episodes=2, episode_length=0)
+    with pytest.raises(ValueError, match="mean_rewards"):
+        mdp.evaluate("random", single, key, num_episodes=2)  # not batched
+    with pytest.raises(ValueError, match="epsilon"):
+        mdp.evaluate("epsilon_greedy", good, key, num_episodes=2, epsilon=-0.1)
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        mdp.evaluate("psrl", good, key, num_episodes=2, temperature=1.0)
+    with pytest.raises(ValueError, match="unknown MDP baseline"):
+        mdp.evaluate("ucrl2", good, key, num_episodes=2)
+    with pytest.raises(TypeError, match="transitions and mean_rewards"):
+        mdp.psrl(np.zeros(3), key, num_episodes=2)
