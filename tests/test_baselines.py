@@ -141,14 +141,14 @@ def easy_bandit_totals():
     @jax.jit
     def play(keys):  # [trials] -> dict of [trials]
         def one(key):
-            out = {}
-            for name, key_player in zip(players, jax.random.split(key, len(players))):
-                out[name] = players[name](EASY_MEANS, key_player, num_pulls=EASY_PULLS)
+            player_keys = dict(zip(players, jax.random.split(key, len(players))))
+            out = {
+                name: player(EASY_MEANS, player_keys[name], num_pulls=EASY_PULLS)
+                for name, player in players.items()
+            }
+            # the same key on purpose: the per-pull rewards of that very trial
             out["ucb1_per_pull"] = bandits.ucb1(
-                EASY_MEANS,
-                jax.random.split(key, len(players))[2],
-                num_pulls=EASY_PULLS,
-                per_pull=True,
+                EASY_MEANS, player_keys["ucb1"], num_pulls=EASY_PULLS, per_pull=True
             )
             return out
 
