@@ -30,6 +30,11 @@ variants interleaved (so load changes hit all of them alike), report the
 median. Results go to ``benchmarks/results/env_throughput.json`` and a
 markdown table is printed, naming the machine.
 
+On a small shared CPU, XLA's splitting of each kernel over all cores can cost
+more than it gains (a kernel waits for its slowest part); ``taskset -c 0
+python benchmarks/env_throughput.py --output ..._1core.json`` measures every
+library on one core, and the machine line says so.
+
 Usage::
 
     python benchmarks/env_throughput.py [--quick] [--batch-sizes 1,64,8192]
@@ -73,7 +78,9 @@ def machine_description() -> str:
         pass
     devices = {d.platform for d in jax.devices()}
     accelerator = "no GPU" if devices == {"cpu"} else ", ".join(sorted(devices))
-    return f"{os.cpu_count()}-core {platform.machine()} CPU ({model}), {accelerator}"
+    usable = len(os.sched_getaffinity(0))
+    pinned = "" if usable == os.cpu_count() else f", run pinned to {usable} of its cores"
+    return f"{os.cpu_count()}-core {platform.machine()} CPU ({model}), {accelerator}{pinned}"
 
 
 def default_steps(num_envs: int) -> int:
