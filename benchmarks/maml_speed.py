@@ -71,8 +71,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="headline rows only, 3 repeats")
-    parser.add_argument("--meta-batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64, 256])
-    parser.add_argument("--inner-steps", type=int, nargs="+", default=[1, 2, 3, 5])
+    parser.add_argument("--meta-batch-sizes", type=int, nargs="+",
+                        default=[1, 4, 16, 64, 256, 1024])
+    parser.add_argument("--sweep-outer", default="adam", choices=maml.OUTER_OPTIMIZERS,
+                        help="outer optimizer of the sweep rows (adam isolates the meta-gradient)")
+    parser.add_argument("--inner-steps", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "maml_speed.json"))
     args = parser.parse_args()
@@ -108,14 +111,14 @@ def main():
     if not args.quick:
         for first_order in (False, True):
             for mb in args.meta_batch_sizes:
-                config = maml.Config(outer_optimizer="trpo", first_order=first_order,
+                config = maml.Config(outer_optimizer=args.sweep_outer, first_order=first_order,
                                      **{**NAV, "meta_batch_size": mb})
-                record(f"nav trpo mb={mb} K=1 {'FO' if first_order else 'SO'}",
+                record(f"nav {args.sweep_outer} mb={mb} K=1 {'FO' if first_order else 'SO'}",
                        "navigation2d", config, nav)
             for k in args.inner_steps:
-                config = maml.Config(outer_optimizer="trpo", first_order=first_order,
+                config = maml.Config(outer_optimizer=args.sweep_outer, first_order=first_order,
                                      **{**NAV, "num_inner_steps": k})
-                record(f"nav trpo mb=20 K={k} {'FO' if first_order else 'SO'}",
+                record(f"nav {args.sweep_outer} mb=20 K={k} {'FO' if first_order else 'SO'}",
                        "navigation2d", config, nav)
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
