@@ -6,8 +6,9 @@ bandit; total reward averaged over 1,000 bandit instances. For every cell
 ``(n, k)`` this script
 
 * draws 1,000 held-out instances from the family's *test* split,
-* plays our baselines (``metarl_jax.baselines.bandits``, default
-  hyperparameters) on exactly those instances, plus the exact Bayes-optimal
+* plays our baselines (``metarl_jax.baselines.bandits``, with the
+  hyperparameters ``benchmarks/baselines_tables.py`` tuned per cell on separate
+  instances, defaults where it has not run) on exactly those instances, plus the exact Bayes-optimal
   policy where its dynamic programme is tractable,
 * meta-trains RL² (GRU 256, recurrent PPO) on the *train* split for a number
   of iterations or a wall-clock budget, and plays it on the same instances,
@@ -63,6 +64,8 @@ PUBLISHED = {
     (500, 50): (249.6, 463.7, 427.2, 437.6, 457.6, 413.6, 402.8, 438.9),
 }
 MACHINE = "2-core x86-64 CPU, no GPU (shared with other jobs)"
+TUNED_BASELINES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                               "baselines_tables.json")
 
 
 def rl2_config(num_pulls: int, quick: bool) -> rl2.Config:
@@ -84,7 +87,24 @@ def mean_and_se(x) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
 
 
-def play_baselines(arm_means, num_pulls: int, key) -> dict[str, np.ndarray]:
+def tuned_hyperparameters(table: str, **cell) -> dict[str, dict]:
+    """Baseline hyperparameters tuned per cell by ``benchmarks/baselines_tables.py``.
+
+    ``table`` is ``"bandits"`` or ``"mdps"``, ``cell`` e.g. ``n=10, k=5``. Read
+    from ``benchmarks/results/baselines_tables.json``; ``{}`` (the baselines'
+    defaults) where that file or cell is missing.
+    """
+    if not os.path.exists(TUNED_BASELINES):
+        return {}
+    with open(TUNED_BASELINES) as f:
+        rows = json.load(f).get(table, [])
+    for row in rows:
+        if all(row.get(key) == value for key, value in cell.items()):
+            return row.get("hyperparameters", {})
+    return {}
+
+
+def play_baselines(arm_means, num_pulls: int, key, hyperparameters) -> dict[str, np.ndarray]:
     """Total reward of every baseline on every instance, ``{name: [instances]}``."""
     names = list(COLUMNS[:-1]) + ["oracle"]
     k = arm_means.shape[1]
@@ -92,7 +112,8 @@ def play_baselines(arm_means, num_pulls: int, key) -> dict[str, np.ndarray]:
         names.append("bayes_optimal")
     out = {}
     for name, sub in zip(names, jax.random.split(key, len(names))):
-        out[name] = np.asarray(bandits.evaluate(name, arm_means, sub, num_pulls=num_pulls))
+        out[name] = np.asarray(bandits.evaluate(name, arm_means, sub, num_pulls=num_pulls,
+                                                **hyperparameters.get(name, {})))
     return out
 
 
@@ -126,7 +147,8 @@ def run_cell(num_pulls: int, num_arms: int, args) -> dict:
     family = metarl_jax.make("bandit-bernoulli", arms=num_arms)
     tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
     baseline_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
-    totals = play_baselines(tasks.arm_means, num_pulls, baseline_key)
+    hyperparameters = tuned_hyperparameters("bandits", n=num_pulls, k=num_arms)
+    totals = play_baselines(tasks.arm_means, num_pulls, baseline_key, hyperparameters)
     config = rl2_config(num_pulls, args.quick)
     print(f"n={num_pulls}, k={num_arms}: training RL² ({config})", flush=True)
     learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
@@ -139,6 +161,7 @@ def run_cell(num_pulls: int, num_arms: int, args) -> dict:
     return {
         "n": num_pulls, "k": num_arms, "instances": args.instances,
         "published": dict(zip(COLUMNS, PUBLISHED[(num_pulls, num_arms)])),
+        "baseline_hyperparameters": hyperparameters,
         "ours": {name: dict(zip(("mean", "se"), mean_and_se(x))) for name, x in totals.items()},
         "rl2_minus_best_baseline": {"baseline": best, **dict(zip(
             ("mean", "se"), mean_and_se(totals["rl2"] - totals[best])))},

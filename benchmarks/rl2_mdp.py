@@ -5,8 +5,9 @@ Duan et al. 2016 (arXiv:1611.02779), Sec. 5.2 / Table 2: ``|S| = 10``,
 ``N(1, 1)`` with ``N(0, 1)`` noise per step, flat-Dirichlet transitions; a
 trial is ``n`` episodes of one MDP; total reward over 1,000 MDPs. For every
 ``n`` this script draws 1,000 held-out MDPs from the family's *test* split,
-plays our baselines (``metarl_jax.baselines.mdp``, default hyperparameters;
-UCRL2 is not implemented) and the known-MDP optimum on exactly those MDPs,
+plays our baselines (``metarl_jax.baselines.mdp`` with the hyperparameters
+``benchmarks/baselines_tables.py`` tuned per cell, defaults where it has not
+run; UCRL2 is not implemented) and the known-MDP optimum on exactly those MDPs,
 meta-trains RL² on the *train* split and plays it on the same MDPs, and
 prints the published row beside ours (mean ± one standard error), RL²'s
 paired difference to PSRL, training wall time and env steps/s.
@@ -39,7 +40,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rl2_bandits import MACHINE, mean_and_se, save_results, train_rl2  # noqa: E402
+from rl2_bandits import (MACHINE, mean_and_se, save_results, train_rl2,  # noqa: E402
+                         tuned_hyperparameters)
 
 import metarl_jax  # noqa: E402
 from metarl_jax.algorithms import rl2  # noqa: E402
@@ -68,17 +70,19 @@ def rl2_config(num_episodes: int, quick: bool) -> rl2.Config:
                           entropy_coef=0.003)
     return rl2.Config(trial_episodes=num_episodes, meta_batch_size=256, hidden_size=256,
                       learning_rate=1e-3, gamma=0.99, gae_lambda=0.95, reward_scale=0.1,
-                      entropy_coef=0.003, bptt_length=None if num_episodes <= 10 else 100)
+                      entropy_coef=0.01, bptt_length=None if num_episodes <= 10 else 100)
 
 
 def run_cell(num_episodes: int, args) -> dict:
     family = metarl_jax.make("tabular-mdp", episode_length=EPISODE_LENGTH)
     tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
     baseline_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
+    hyperparameters = tuned_hyperparameters("mdps", n=num_episodes)
     totals = {}
     for name, sub in zip(BASELINES, jax.random.split(baseline_key, len(BASELINES))):
         totals[name] = np.asarray(mdp_baselines.evaluate(
-            name, tasks, sub, num_episodes=num_episodes, episode_length=EPISODE_LENGTH))
+            name, tasks, sub, num_episodes=num_episodes, episode_length=EPISODE_LENGTH,
+            **hyperparameters.get(name, {})))
     config = rl2_config(num_episodes, args.quick)
     print(f"n={num_episodes}: training RL² ({config})", flush=True)
     learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
@@ -88,6 +92,7 @@ def run_cell(num_episodes: int, args) -> dict:
     return {
         "n": num_episodes, "instances": args.instances,
         "published": dict(zip(COLUMNS, PUBLISHED[num_episodes])),
+        "baseline_hyperparameters": hyperparameters,
         "ours": {name: dict(zip(("mean", "se"), mean_and_se(x))) for name, x in totals.items()},
         "rl2_minus_psrl": dict(zip(("mean", "se"),
                                    mean_and_se(totals["rl2"] - totals["psrl"]))),

@@ -359,7 +359,10 @@ def make(config: Config, family, mesh=None) -> Learner:
         trials = run_trials(state.params, task_params, trial_key, config.trial_episodes)
         adv, returns = trial_advantages(trials)
         b, k, c = trials.valid.shape
-        chunked = lambda x: x.reshape((b * k, c) + x.shape[3:])  # noqa: E731
+
+        def chunked(x):  # [B, K, C, ...] -> [B * K, C, ...]: chunks are the PPO sequences
+            return x.reshape((b * k, c) + x.shape[3:])
+
         data = (trials.chunk_hidden.reshape(b * k, -1), chunked(trials.inputs),
                 chunked(trials.action), chunked(trials.log_prob),
                 adv.reshape(b * k, c), returns.reshape(b * k, c), chunked(trials.valid))
@@ -369,7 +372,7 @@ def make(config: Config, family, mesh=None) -> Learner:
             params, opt_state = carry
             (_, aux), grads = grad_fn(params, *batch)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            aux = {**aux, "grad_norm": optax.global_norm(grads)}
+            aux = {**aux, "grad_norm": optax.tree.norm(grads)}
             return (optax.apply_updates(params, updates), opt_state), aux
 
         def epoch(carry, epoch_key):
