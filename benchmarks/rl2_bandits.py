@@ -117,15 +117,20 @@ def play_baselines(arm_means, num_pulls: int, key, hyperparameters) -> dict[str,
     return out
 
 
-def train_rl2(config, family, iterations: int, minutes: float, seed: int):
-    """Meta-train; returns (state, compile s, train s, iterations done, env steps)."""
+def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_progress=None):
+    """Meta-train; returns (learner, state, compile s, train s, iterations done, env steps).
+
+    Every 10 iterations prints progress, stops once ``minutes`` have passed
+    and calls ``on_progress(iteration, state)`` if given; the time it takes
+    is excluded from the training time.
+    """
     learner = rl2.make(config, family)
     state = learner.init(jax.random.PRNGKey(seed))
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), iterations)
     start = time.perf_counter()
     update = jax.jit(learner.update).lower(state, keys[0]).compile()
     compile_s = time.perf_counter() - start
-    env_steps, done = 0.0, 0
+    env_steps, done, excluded_s = 0.0, 0, 0.0
     start = time.perf_counter()
     for key in keys:
         state, metrics = update(state, key)
@@ -133,13 +138,17 @@ def train_rl2(config, family, iterations: int, minutes: float, seed: int):
         done += 1
         if done % 10 == 0 or done == iterations:
             jax.block_until_ready(state)
+            elapsed = time.perf_counter() - start - excluded_s
             print(f"  iteration {done}: train return {float(metrics['mean_trial_return']):.3f}"
-                  f", entropy {float(metrics['entropy']):.3f}"
-                  f", {time.perf_counter() - start:.0f} s", flush=True)
-            if time.perf_counter() - start > 60 * minutes:
+                  f", entropy {float(metrics['entropy']):.3f}, {elapsed:.0f} s", flush=True)
+            if on_progress is not None:
+                paused = time.perf_counter()
+                on_progress(done, state)
+                excluded_s += time.perf_counter() - paused
+            if elapsed > 60 * minutes:
                 break
     jax.block_until_ready(state)
-    train_s = time.perf_counter() - start
+    train_s = time.perf_counter() - start - excluded_s
     return learner, state, compile_s, train_s, done, float(env_steps)
 
 
