@@ -211,6 +211,37 @@ def test_navigation_matches_pytorch_maml_rl_step():
     assert not bool(jnp.any(truncated))
 
 
+def rllab_normalized_action(action, low=-0.1, high=0.1):
+    """rllab ``NormalizedEnv.step``'s action map: ``[-1, 1]`` onto ``[low, high]``, clipped."""
+    scaled = low + (action + 1.0) * 0.5 * (high - low)
+    return np.clip(scaled, low, high)
+
+
+def test_navigation_normalized_actions_match_the_authors_rllab_wrapper():
+    env, raw = Navigation2D(normalized_actions=True), Navigation2D()
+    space = env.action_space()
+    assert float(space.low) == -1.0 and float(space.high) == 1.0
+    assert float(raw.action_space().high) == pytest.approx(0.1)
+    rng = np.random.default_rng(1)
+    n = 500
+    actions = rng.uniform(-3, 3, (n, 2)).astype(np.float32)  # many beyond [-1, 1]
+    goals = rng.uniform(-0.5, 0.5, (n, 2)).astype(np.float32)
+    params = env.default_params.replace(
+        goal=jnp.asarray(goals), max_steps_in_episode=jnp.full((n,), 100, jnp.int32))
+    states = NavigationState(position=jnp.zeros((n, 2)), time=jnp.zeros((n,), jnp.int32))
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, 0))
+    obs, _, rewards, _, _, _ = step(keys, states, jnp.asarray(actions), params)
+    reference = [maml_navigation_step(np.zeros(2, np.float32), g, rllab_normalized_action(a))
+                 for g, a in zip(goals, actions)]
+    np.testing.assert_allclose(obs, np.stack([r[0] for r in reference]), atol=1e-6)
+    np.testing.assert_allclose(rewards, np.array([r[1] for r in reference]), atol=1e-6)
+    family = make("navigation2d", normalized_actions=True)
+    assert family.env.normalized_actions
+    with pytest.raises(TypeError, match="normalized_actions"):
+        Navigation2D(normalized_actions="yes")
+
+
 def test_navigation_reset_and_auto_reset_on_goal():
     env = Navigation2D()
     goal = jnp.array([0.15, -0.05], jnp.float32)

@@ -6,6 +6,13 @@ new position to the goal; the episode ends when the point is within 0.01 of the
 goal in both coordinates, or after 100 steps. Matches pytorch-maml-rl's
 ``2DNavigation-v0`` (``Navigation2DEnv.step``), which follows the authors'
 ``point_env_randgoal.py``. The goal is the task and lives in ``params``.
+
+``Navigation2D(normalized_actions=True)`` is the env as the MAML authors ran it:
+their experiment wraps it in rllab's ``normalize``, so the policy acts in
+``[-1, 1]^2`` and the env moves by ``0.1 * clip(action, -1, 1)``. The
+dynamics are the same; what changes is the scale the policy's outputs (and its
+initial exploration noise, std 1) live on: relative to the step size, ten times
+less noise than a std-1 Gaussian clipped to ``[-0.1, 0.1]``.
 """
 
 from __future__ import annotations
@@ -39,7 +46,20 @@ class NavigationParams:
 
 
 class Navigation2D(Environment):
-    """MAML's 2D navigation: observation = position ``[2]``, action = velocity ``[2]``."""
+    """MAML's 2D navigation: observation = position ``[2]``, action = velocity ``[2]``.
+
+    Args:
+      normalized_actions: if ``True`` the action space is ``[-1, 1]^2`` and an
+        action ``a`` moves the point by ``0.1 * clip(a, -1, 1)`` (rllab's
+        ``normalize``, as in the authors' code); if ``False`` (pytorch-maml-rl's
+        ``2DNavigation-v0``) the action is the velocity, clipped to ``[-0.1, 0.1]``.
+    """
+
+    def __init__(self, normalized_actions: bool = False):
+        super().__init__()
+        if not isinstance(normalized_actions, bool):
+            raise TypeError(f"normalized_actions must be a bool, got {normalized_actions!r}")
+        self.normalized_actions = normalized_actions
 
     @property
     def default_params(self) -> NavigationParams:
@@ -47,7 +67,11 @@ class Navigation2D(Environment):
 
     def step_env(self, key, state, action, params):
         """Move by the clipped velocity; reward ``-||position - goal||_2`` after the move."""
-        position = state.position + jnp.clip(action, -MAX_SPEED, MAX_SPEED)
+        if self.normalized_actions:
+            velocity = MAX_SPEED * jnp.clip(action, -1.0, 1.0)
+        else:
+            velocity = jnp.clip(action, -MAX_SPEED, MAX_SPEED)
+        position = state.position + velocity
         reward = -jnp.sqrt(jnp.sum((position - params.goal) ** 2))
         state = NavigationState(position=position, time=state.time + 1)
         return self.get_obs(state, params), state, reward, self.is_terminated(state, params), {}
@@ -67,7 +91,8 @@ class Navigation2D(Environment):
         return jnp.all(jnp.abs(state.position - params.goal) < GOAL_TOLERANCE)
 
     def action_space(self, params=None) -> spaces.Box:
-        return spaces.Box(-MAX_SPEED, MAX_SPEED, (2,), jnp.float32)
+        bound = 1.0 if self.normalized_actions else MAX_SPEED
+        return spaces.Box(-bound, bound, (2,), jnp.float32)
 
     def observation_space(self, params=None) -> spaces.Box:
         return spaces.Box(-jnp.inf, jnp.inf, (2,), jnp.float32)

@@ -109,15 +109,19 @@ def sample_square_annulus(key: jax.Array, inner: float, outer: float) -> jax.Arr
 
 
 @register("navigation2d")
-def navigation2d(max_steps_in_episode: int = 100) -> TaskFamily:
+def navigation2d(max_steps_in_episode: int = 100, normalized_actions: bool = False) -> TaskFamily:
     """MAML 2D navigation, goals ~ U[-0.5, 0.5]^2 (Finn et al. 2017, Sec. 5.3).
 
     The ``ood`` split draws goals uniformly from the square annulus
     ``0.5 < max(|x|, |y|) <= 1`` around the training square (area 3), so no
     out-of-distribution goal is a training goal.
+
+    ``normalized_actions=True`` gives the policy the action space ``[-1, 1]^2``
+    scaled onto the velocity bound, as the MAML authors' code did (rllab's
+    ``normalize``); the default is pytorch-maml-rl's raw velocity action.
     """
     require_positive("max_steps_in_episode", max_steps_in_episode, integer=True)
-    env = Navigation2D()
+    env = Navigation2D(normalized_actions=normalized_actions)
     params = env.default_params.replace(max_steps_in_episode=int(max_steps_in_episode))
 
     def sample_fn(key, split):
