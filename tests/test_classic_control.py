@@ -499,6 +499,35 @@ def test_family_splits_follow_their_ranges(name):
     assert np.all(np.asarray(train.max_steps_in_episode) == family.env.default_params.max_steps_in_episode)
 
 
+def test_cartpole_random_push_direction_reverses_the_actuator():
+    family = metarl_jax.make("cartpole", random_push_direction=True)
+    n = 2000
+    for split in ("train", "test", "ood"):
+        params = family.sample(jax.random.key(3), n, split)
+        force = np.asarray(params.force_mag)
+        low, high = family.ranges.get(split, family.ranges["train"])["force_mag"]
+        assert np.all((np.abs(force) >= np.float32(low)) & (np.abs(force) <= np.float32(high)))
+        # each task reversed with probability 1/2 (5 standard deviations)
+        assert abs((force < 0).mean() - 0.5) < 5 * np.sqrt(0.25 / n)
+        family.env.validate_params(params)
+    # a reversed actuator is the same physics with the other action
+    env = family.env
+    params = env.default_params
+    reversed_params = params.replace(force_mag=-params.force_mag)
+    _, state = env.reset(jax.random.key(0), params)
+    key = jax.random.key(1)
+    for action in (0, 1):
+        a = env.step_no_reset(key, state, jnp.int32(action), reversed_params)
+        b = env.step_no_reset(key, state, jnp.int32(1 - action), params)
+        np.testing.assert_array_equal(a[0], b[0])
+    plain = metarl_jax.make("cartpole").sample(jax.random.key(3), n)
+    assert np.all(np.asarray(plain.force_mag) > 0)
+    with pytest.raises(ValueError, match="force_mag"):
+        env.validate_params(params.replace(force_mag=0.0))
+    with pytest.raises(ValueError, match="random_push_direction"):
+        metarl_jax.make("cartpole", random_push_direction="yes")
+
+
 def test_family_options_and_invalid_ranges():
     family = metarl_jax.make("cartpole", max_steps_in_episode=100)
     assert np.all(np.asarray(family.sample(jax.random.key(0), 3).max_steps_in_episode) == 100)

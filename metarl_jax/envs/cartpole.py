@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 
@@ -154,7 +155,13 @@ class CartPole(Environment):
         )
 
     def validate_params(self, params: CartPoleParams) -> None:
-        """Raise ``ValueError`` naming the first non-positive constant."""
+        """Raise ``ValueError`` naming the first invalid constant.
+
+        Every constant must be positive except ``force_mag``, which must be
+        non-zero and finite: a negative ``force_mag`` reverses the actuator
+        (action 1 pushes left), the task variation of the ``cartpole`` family's
+        ``random_push_direction`` option.
+        """
         require_positive_params(
             self.name,
             params,
@@ -163,10 +170,13 @@ class CartPole(Environment):
                 "masscart",
                 "masspole",
                 "length",
-                "force_mag",
                 "tau",
                 "theta_threshold_radians",
                 "x_threshold",
                 "max_steps_in_episode",
             ),
         )
+        force = np.asarray(params.force_mag)
+        if not np.all(np.isfinite(force) & (force != 0)):
+            raise ValueError(
+                f"{self.name}: params.force_mag must be non-zero and finite, got {force!r}")

@@ -34,8 +34,12 @@ range that would produce an invalid task raises ``ValueError`` naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Mapping
+
+import jax
+import jax.numpy as jnp
 
 from metarl_jax.envs.cartpole import CartPole
 from metarl_jax.envs.environment import Environment, require_positive
@@ -116,15 +120,42 @@ def physics_family(
 
 
 @register("cartpole")
-def cartpole(max_steps_in_episode: int = 500, ranges: Ranges | None = None) -> TaskFamily:
-    """CartPole-v1 with varied pole half-length, pole mass, cart mass and push force."""
-    return physics_family(
+def cartpole(
+    max_steps_in_episode: int = 500,
+    ranges: Ranges | None = None,
+    random_push_direction: bool = False,
+) -> TaskFamily:
+    """CartPole-v1 with varied pole half-length, pole mass, cart mass and push force.
+
+    With ``random_push_direction=True`` each task also reverses the actuator
+    with probability 1/2 (``force_mag`` negated: action 1 pushes left). The
+    physical variations alone leave one robust policy near-optimal on every
+    task; a hidden push direction cannot be handled without adapting, which is
+    what MAML's inner steps and RL²'s hidden state are for.
+    """
+    if not isinstance(random_push_direction, bool):
+        raise ValueError(
+            f"random_push_direction must be a bool, got {random_push_direction!r}")
+    family = physics_family(
         "cartpole",
         CartPole(),
         CARTPOLE_RANGES if ranges is None else ranges,
         max_steps_in_episode,
         "CartPole-v1, pole length/mass, cart mass, force ~ U (ood: above train)",
     )
+    if not random_push_direction:
+        return family
+    physics_sample = family.sample_fn
+
+    def sample_fn(key, split):
+        physics_key, direction_key = jax.random.split(key)
+        params = physics_sample(physics_key, split)
+        sign = jnp.where(jax.random.bernoulli(direction_key), -1.0, 1.0).astype(jnp.float32)
+        return params.replace(force_mag=sign * params.force_mag)
+
+    return dataclasses.replace(
+        family, sample_fn=sample_fn,
+        description=family.description + "; push direction reversed with p=1/2")
 
 
 @register("mountaincar")
