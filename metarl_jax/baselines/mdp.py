@@ -25,6 +25,7 @@ noise all the same: these players are for the RL² distribution.)
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -274,146 +275,125 @@ def _check_unit_interval(name: str, value: Any) -> None:
 # Players
 
 
-def random_policy(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-) -> jax.Array:
+def _player(make_plan: Callable[..., tuple[PlanFn, Any]]) -> Callable[..., jax.Array]:
+    """A player built from ``make_plan(mdp, episode_length, **hyperparameters) -> (plan, epsilon)``.
+
+    The player is ``f(mdp, key, *, num_episodes, episode_length=DEFAULT_EPISODE_LENGTH,
+    per_episode=False, **hyperparameters)``: it checks ``mdp`` and the lengths,
+    lets ``make_plan`` check its hyperparameters and build the plan (``epsilon``:
+    the probability of a random action, ``None`` for none), and simulates one
+    trial with ``_play``. It takes ``make_plan``'s name and docstring, and its
+    keyword-only parameters (with their defaults) as its hyperparameters.
+    """
+
+    def player(
+        mdp: Any,
+        key: jax.Array,
+        *,
+        num_episodes: int,
+        episode_length: int = DEFAULT_EPISODE_LENGTH,
+        per_episode: bool = False,
+        **hyperparameters: Any,
+    ) -> jax.Array:
+        mdp = _prepare(mdp, num_episodes, episode_length)
+        plan, epsilon = make_plan(mdp, episode_length, **hyperparameters)
+        return _play(mdp, key, num_episodes, episode_length, plan, epsilon, per_episode)
+
+    signature = inspect.signature(player)
+    common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
+    own = inspect.signature(make_plan).parameters.values()
+    hyperparameters = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    player.__signature__ = signature.replace(parameters=common + hyperparameters)
+    player.__name__ = player.__qualname__ = make_plan.__name__
+    player.__doc__ = make_plan.__doc__
+    return player
+
+
+def _certainty_equivalence_plan(episode_length: int, bonus: Any = None) -> PlanFn:
+    """Value iteration in the posterior-mean MDP, rewards plus ``bonus / (1 + visits)`` if given."""
+
+    def plan(stats, key):
+        model = _posterior_mean_mdp(stats)
+        rewards = model.mean_rewards
+        if bonus is not None:
+            rewards = rewards + bonus / (1.0 + _visits(stats))
+        return value_iteration(model.transitions, rewards, episode_length)
+
+    return plan
+
+
+@_player
+def random_policy(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
     """Uniformly random actions (RL² Table 2, "Random"); about 10 per episode at T = 10."""
-    mdp = _prepare(mdp, num_episodes, episode_length)
-    num_states, num_actions = mdp.mean_rewards.shape
-    plan = lambda stats, key: jnp.zeros((episode_length, num_states, num_actions), jnp.float32)
-    return _play(mdp, key, num_episodes, episode_length, plan, per_episode=per_episode)
+    q = jnp.zeros((episode_length,) + mdp.mean_rewards.shape, jnp.float32)
+    return (lambda stats, key: q), None
 
 
-def known_mdp_optimum(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-) -> jax.Array:
+@_player
+def known_mdp_optimum(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
     """Act optimally with the MDP known (finite-horizon value iteration): the ceiling of Table 2."""
-    mdp = _prepare(mdp, num_episodes, episode_length)
     q = value_iteration(mdp.transitions, mdp.mean_rewards, episode_length)
-    return _play(
-        mdp, key, num_episodes, episode_length, lambda stats, key: q, per_episode=per_episode
-    )
+    return (lambda stats, key: q), None
 
 
+@_player
 def epsilon_greedy(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-    epsilon: Any = DEFAULT_EPSILON,
-) -> jax.Array:
+    mdp: MDPInstance, episode_length: int, *, epsilon: Any = DEFAULT_EPSILON
+) -> tuple[PlanFn, Any]:
     """Certainty equivalence with epsilon-random actions (RL² "eps-Greedy").
 
     At each episode start, plan by value iteration in the posterior-mean MDP;
     act greedily on it, but uniformly at random with probability ``epsilon``
     (traced; ``None`` is plain greedy).
     """
-    mdp = _prepare(mdp, num_episodes, episode_length)
     if epsilon is not None:
         _check_unit_interval("epsilon", epsilon)
-
-    def plan(stats, key):
-        model = _posterior_mean_mdp(stats)
-        return value_iteration(model.transitions, model.mean_rewards, episode_length)
-
-    return _play(mdp, key, num_episodes, episode_length, plan, epsilon, per_episode)
+    return _certainty_equivalence_plan(episode_length), epsilon
 
 
-def greedy(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-) -> jax.Array:
+@_player
+def greedy(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
     """Certainty equivalence (RL² "Greedy"): value iteration in the posterior-mean MDP, no exploration."""
-    return epsilon_greedy(
-        mdp,
-        key,
-        num_episodes=num_episodes,
-        episode_length=episode_length,
-        per_episode=per_episode,
-        epsilon=None,
-    )
+    return _certainty_equivalence_plan(episode_length), None
 
 
+@_player
 def beb(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-    bonus: Any = DEFAULT_BEB_BONUS,
-) -> jax.Array:
+    mdp: MDPInstance, episode_length: int, *, bonus: Any = DEFAULT_BEB_BONUS
+) -> tuple[PlanFn, Any]:
     """Bayesian exploration bonus (Kolter & Ng 2009; RL² "BEB").
 
     Value iteration in the posterior-mean MDP with rewards
     ``r(s, a) + bonus / (1 + n(s, a))``, ``n`` the visit count; ``bonus`` traced.
     """
-    mdp = _prepare(mdp, num_episodes, episode_length)
     if not isinstance(bonus, jax.core.Tracer) and not float(bonus) >= 0.0:
         raise ValueError(f"bonus must be >= 0, got {bonus!r}")
-
-    def plan(stats, key):
-        model = _posterior_mean_mdp(stats)
-        rewards = model.mean_rewards + bonus / (1.0 + _visits(stats))
-        return value_iteration(model.transitions, rewards, episode_length)
-
-    return _play(mdp, key, num_episodes, episode_length, plan, per_episode=per_episode)
+    return _certainty_equivalence_plan(episode_length, bonus), None
 
 
-def psrl(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-) -> jax.Array:
+@_player
+def psrl(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
     """Posterior sampling RL (Osband, Russo & Van Roy 2013; RL² "PSRL").
 
     At each episode start draw one MDP from the exact posterior (Dirichlet(1)
     transitions, Normal mean rewards with prior N(1, 1) and unit noise) and
     follow its finite-horizon optimal policy for the episode.
     """
-    mdp = _prepare(mdp, num_episodes, episode_length)
-    plan = _posterior_sampling_plan(1, episode_length)
-    return _play(mdp, key, num_episodes, episode_length, plan, per_episode=per_episode)
+    return _posterior_sampling_plan(1, episode_length), None
 
 
+@_player
 def optimistic_psrl(
-    mdp: Any,
-    key: jax.Array,
-    *,
-    num_episodes: int,
-    episode_length: int = DEFAULT_EPISODE_LENGTH,
-    per_episode: bool = False,
-    num_samples: int = DEFAULT_OPSRL_SAMPLES,
-) -> jax.Array:
+    mdp: MDPInstance, episode_length: int, *, num_samples: int = DEFAULT_OPSRL_SAMPLES
+) -> tuple[PlanFn, Any]:
     """Optimistic PSRL (RL² "OPSRL", Sec. 5.2): the most optimistic of K posterior MDPs.
 
     At each episode start draw ``num_samples`` MDPs from the posterior and
     follow the optimal policy of the one whose optimal value from state 0 is
     largest; ``num_samples = 1`` is PSRL.
     """
-    mdp = _prepare(mdp, num_episodes, episode_length)
     require_positive("num_samples", num_samples, integer=True)
-    plan = _posterior_sampling_plan(num_samples, episode_length)
-    return _play(mdp, key, num_episodes, episode_length, plan, per_episode=per_episode)
+    return _posterior_sampling_plan(num_samples, episode_length), None
 
 
 def _posterior_sampling_plan(num_samples: int, episode_length: int) -> PlanFn:
