@@ -30,7 +30,11 @@ def machine_name() -> str:
 
 def train_and_evaluate(family_name, config, iterations, eval_tasks, eval_steps, split="test",
                        seed=0, family_options=None, log_every=25):
-    """Train for ``iterations`` meta-iterations; return timings and curves."""
+    """Train for ``iterations`` meta-iterations; return timings and curves.
+
+    ``split`` is one split name (returns one result) or a tuple of them
+    (trains once, evaluates on each, returns a list of results).
+    """
     family = metarl_jax.make(family_name, **(family_options or {}))
     learner = maml.make(config, family)
     update = jax.jit(learner.update)
@@ -52,22 +56,27 @@ def train_and_evaluate(family_name, config, iterations, eval_tasks, eval_steps, 
                   f"pretrained {metrics.get('pretrained_return', float('nan')):8.2f}", flush=True)
     jax.block_until_ready(state)
     train_s = time.perf_counter() - start
-    tasks = family.sample(eval_key, eval_tasks, split=split)
-    curves = jax.jit(learner.evaluate, static_argnums=3)(state, tasks, jax.random.fold_in(eval_key, 1),
-                                                        eval_steps)
-    summary = {}
-    for name, per_task in curves.items():
-        per_task = np.asarray(per_task)
-        mean = per_task.mean(axis=0)
-        ci95 = 1.96 * per_task.std(axis=0, ddof=1) / np.sqrt(per_task.shape[0])
-        summary[name] = {"mean": mean.tolist(), "ci95": ci95.tolist()}
-    return {"family": family_name, "split": split, "iterations": iterations,
+    evaluate = jax.jit(learner.evaluate, static_argnums=3)
+    results = []
+    for name in ((split,) if isinstance(split, str) else tuple(split)):
+        tasks = family.sample(eval_key, eval_tasks, split=name)
+        curves = evaluate(state, tasks, jax.random.fold_in(eval_key, 1), eval_steps)
+        summary = {}
+        for curve_name, per_task in curves.items():
+            per_task = np.asarray(per_task)
+            mean = per_task.mean(axis=0)
+            ci95 = 1.96 * per_task.std(axis=0, ddof=1) / np.sqrt(per_task.shape[0])
+            summary[curve_name] = {"mean": mean.tolist(), "ci95": ci95.tolist()}
+        results.append({
+            "family": family_name, "family_options": dict(family_options or {}),
+            "split": name, "iterations": iterations,
             "compile_s": compile_s, "train_s": train_s,
             "seconds_per_iteration": train_s / iterations, "eval_tasks": eval_tasks,
             "config": {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in vars(config).items()},
             "curves": summary, "history": history, "machine": machine_name(),
-            "jax": jax.__version__}
+            "jax": jax.__version__})
+    return results[0] if isinstance(split, str) else results
 
 
 def plot_curves(result, path, published=None, title=""):

@@ -6,7 +6,13 @@ outer TRPO, meta-batch 20; evaluation on 40 held-out goals with 40
 trajectories per step and step sizes 0.1 then 0.05. Prints our curves beside
 the published ones and writes ``results/maml_navigation.{json,png}``.
 
-Usage: ``python benchmarks/maml_navigation.py [--iterations 500] [--quick]``.
+Actions are normalised as in the authors' code (``maml_examples/maml_trpo_point.py``
+wraps the env in rllab's ``normalize``): the policy acts in ``[-1, 1]^2``, the
+point moves by ``0.1 * clip(a, -1, 1)``. ``--raw-actions`` trains on
+pytorch-maml-rl's unnormalised velocity instead. The authors trained 100
+meta-iterations (``n_itr=100``); the default here is 200.
+
+Usage: ``python benchmarks/maml_navigation.py [--iterations 200] [--raw-actions] [--quick]``.
 """
 
 import argparse
@@ -24,7 +30,10 @@ PUBLISHED = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--raw-actions", action="store_true",
+                        help="velocity actions clipped to [-0.1, 0.1] (pytorch-maml-rl) "
+                             "instead of the authors' normalised [-1, 1]")
     parser.add_argument("--meta-batch-size", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="20 iterations, smoke test")
@@ -35,8 +44,10 @@ def main():
         outer_optimizer="trpo", eval_episodes=40, eval_inner_lrs=(0.1, 0.05))
     iterations = 20 if args.quick else args.iterations
     result = train_and_evaluate("navigation2d", config, iterations, eval_tasks=40,
-                                eval_steps=3, seed=args.seed)
-    write(result, "maml_navigation", PUBLISHED, "MAML 2D navigation, 40 held-out goals")
+                                eval_steps=3, seed=args.seed,
+                                family_options={"normalized_actions": not args.raw_actions})
+    stem = "maml_navigation" if args.seed == 0 else f"maml_navigation_seed{args.seed}"
+    write(result, stem, PUBLISHED, f"MAML 2D navigation, 40 held-out goals (seed {args.seed})")
 
 
 if __name__ == "__main__":
