@@ -29,53 +29,31 @@ Writes ``benchmarks/results/baselines_tables.json`` (``--quick``:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
 import os
-import platform
 import time
 
 import jax
 import numpy as np
+from rl2_tables import (
+    BANDIT_COLUMNS,
+    BANDIT_HEADERS,
+    BANDIT_PLAYERS,
+    BANDIT_PUBLISHED,
+    MDP_COLUMNS,
+    MDP_EPISODE_LENGTH,
+    MDP_HEADERS,
+    MDP_PLAYERS,
+    MDP_PUBLISHED,
+    format_mean_se,
+    machine_metadata,
+    mean_and_se,
+    published_row,
+)
 
 from metarl_jax.baselines import bandits, mdp
 
-MACHINE = "2-core x86-64 CPU, no GPU (shared with other jobs)"
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-# ---------------------------------------------------------------- published values
-BANDIT_COLUMNS = (
-    "random",
-    "gittins",
-    "thompson_sampling",
-    "optimistic_thompson_sampling",
-    "ucb1",
-    "epsilon_greedy",
-    "greedy",
-)
-BANDIT_HEADERS = ("Random", "Gittins", "TS", "OTS", "UCB1", "eps-Greedy", "Greedy")
-BANDIT_PUBLISHED = {  # Table 1, (n, k) -> BANDIT_COLUMNS, then RL²
-    (10, 5): (5.0, 6.6, 5.7, 6.5, 6.7, 6.6, 6.6, 6.7),
-    (10, 10): (5.0, 6.6, 5.5, 6.2, 6.7, 6.6, 6.6, 6.7),
-    (10, 50): (5.1, 6.5, 5.2, 5.5, 6.6, 6.5, 6.5, 6.8),
-    (100, 5): (49.9, 78.3, 74.7, 77.9, 78.0, 75.4, 74.8, 78.7),
-    (100, 10): (49.9, 82.8, 76.7, 81.4, 82.4, 77.4, 77.1, 83.5),
-    (100, 50): (49.8, 85.2, 64.5, 67.7, 84.3, 78.3, 78.0, 84.9),
-    (500, 5): (249.8, 405.8, 402.0, 406.7, 405.8, 388.2, 380.6, 401.6),
-    (500, 10): (249.0, 437.8, 429.5, 438.9, 437.1, 408.0, 395.0, 432.5),
-    (500, 50): (249.6, 463.7, 427.2, 437.6, 457.6, 413.6, 402.8, 438.9),
-}
-MDP_COLUMNS = ("random", "psrl", "optimistic_psrl", "ucrl2", "beb", "epsilon_greedy", "greedy")
-MDP_HEADERS = ("Random", "PSRL", "OPSRL", "UCRL2", "BEB", "eps-Greedy", "Greedy")
-MDP_PUBLISHED = {  # Table 2, n -> MDP_COLUMNS, then RL²
-    10: (100.1, 138.1, 144.1, 146.6, 150.2, 132.8, 134.8, 156.2),
-    25: (250.2, 408.8, 425.2, 424.1, 427.8, 377.3, 368.8, 445.7),
-    50: (499.7, 904.4, 930.7, 918.9, 917.8, 823.3, 769.3, 936.1),
-    75: (749.9, 1417.1, 1449.2, 1427.6, 1422.6, 1293.9, 1172.9, 1428.8),
-    100: (999.4, 1939.5, 1973.9, 1942.1, 1935.1, 1778.2, 1578.5, 1913.7),
-}
-MDP_EPISODE_LENGTH = 10
 
 # ---------------------------------------------------------------- hyperparameter grids
 BANDIT_GRIDS = {
@@ -93,12 +71,6 @@ MDP_GRIDS = {
     "beb": ("bonus", (0.1, 0.3, 1.0, 3.0)),
 }
 MDP_GRIDS_QUICK = {"epsilon_greedy": ("epsilon", (0.03, 0.1)), "beb": ("bonus", (0.3, 1.0))}
-
-
-def mean_and_se(x) -> tuple[float, float]:
-    """Mean and its standard error (sample std, ddof=1, over sqrt(count))."""
-    x = np.asarray(x, np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
 
 
 def totals_at(per_step: np.ndarray, lengths) -> dict[int, np.ndarray]:
@@ -125,6 +97,31 @@ def tuned_totals(play, grid, tune_key, test_key, lengths) -> tuple[dict, dict]:
     return test, chosen
 
 
+def play_all(names, evaluate, sets, play_keys, grids, lengths, on_played=None):
+    """Totals of every player at every length, tuning those with a grid.
+
+    ``evaluate(name, instances, key, **hyperparameters) -> [instances, max n]``
+    per-step rewards; ``sets``: ``{"test": ..., "tune": ...}`` instances;
+    ``grids``: ``{name: (field, values)}``. Calls ``on_played(name)`` after
+    each player. Returns ``({name: {n: test totals}}, {name: {n: chosen value}})``.
+    """
+    totals, chosen = {}, {}
+    for name in names:
+        if name in grids:
+            field, grid = grids[name]
+
+            def play(value, split, k, name=name, field=field):
+                return np.asarray(evaluate(name, sets[split], k, **{field: value}))
+
+            tune_key, test_key = jax.random.split(play_keys[name])
+            totals[name], chosen[name] = tuned_totals(play, grid, tune_key, test_key, lengths)
+        else:
+            totals[name] = totals_at(evaluate(name, sets["test"], play_keys[name]), lengths)
+        if on_played is not None:
+            on_played(name)
+    return totals, chosen
+
+
 # ---------------------------------------------------------------- Table 1
 def bandit_table(pulls, arms, instances, tuning_instances, grids, seed) -> list[dict]:
     cells = []
@@ -137,43 +134,23 @@ def bandit_table(pulls, arms, instances, tuning_instances, grids, seed) -> list[
             "test": bandits.sample_instances(key_test, instances, num_arms),
             "tune": bandits.sample_instances(key_tune, tuning_instances, num_arms),
         }
-        play_keys = dict(zip(BANDIT_COLUMNS + ("oracle",), jax.random.split(key_play, 8)))
-        totals, chosen = {}, {}
-        for name in BANDIT_COLUMNS + ("oracle",):
-            if name in grids:
-                field, grid = grids[name]
+        play_keys = dict(zip(BANDIT_PLAYERS, jax.random.split(key_play, len(BANDIT_PLAYERS))))
 
-                def play(value, split, k, name=name, field=field):
-                    return np.asarray(
-                        bandits.evaluate(
-                            name,
-                            sets[split],
-                            k,
-                            num_pulls=max_pulls,
-                            per_pull=True,
-                            **{field: value},
-                        )
-                    )
+        def evaluate(name, instances, k, **hyperparameters):
+            return bandits.evaluate(
+                name, instances, k, num_pulls=max_pulls, per_pull=True, **hyperparameters
+            )
 
-                tune_key, test_key = jax.random.split(play_keys[name])
-                totals[name], chosen[name] = tuned_totals(play, grid, tune_key, test_key, pulls)
-            else:
-                per_pull = bandits.evaluate(
-                    name, sets["test"], play_keys[name], num_pulls=max_pulls, per_pull=True
-                )
-                totals[name] = totals_at(per_pull, pulls)
+        totals, chosen = play_all(BANDIT_PLAYERS, evaluate, sets, play_keys, grids, pulls)
         for num_pulls in pulls:
             cell = {
                 "n": num_pulls,
                 "k": num_arms,
                 "instances": instances,
-                "published": dict(
-                    zip(BANDIT_COLUMNS + ("rl2",), BANDIT_PUBLISHED.get((num_pulls, num_arms), ()))
+                "published": published_row(
+                    BANDIT_COLUMNS, BANDIT_PUBLISHED.get((num_pulls, num_arms), ())
                 ),
-                "ours": {
-                    name: dict(zip(("mean", "se"), mean_and_se(totals[name][num_pulls])))
-                    for name in totals
-                },
+                "ours": {name: mean_and_se(totals[name][num_pulls]) for name in totals},
                 "hyperparameters": {
                     name: {grids[name][0]: chosen[name][num_pulls]} for name in chosen
                 },
@@ -190,7 +167,7 @@ def bandit_table(pulls, arms, instances, tuning_instances, grids, seed) -> list[
                     num_pulls=num_pulls,
                 )
                 cell["bayes_optimal_value"] = policy.value
-                cell["ours"]["bayes_optimal"] = dict(zip(("mean", "se"), mean_and_se(simulated)))
+                cell["ours"]["bayes_optimal"] = mean_and_se(simulated)
             cells.append(cell)
         print(f"  bandits k={num_arms}: {time.perf_counter() - start:.0f} s", flush=True)
     return cells
@@ -205,61 +182,35 @@ def mdp_table(episodes, instances, tuning_instances, grids, opsrl_samples, seed)
         "tune": mdp.sample_instances(key_tune, tuning_instances),
     }
     max_episodes = max(episodes)
-    names = (
-        "random",
-        "psrl",
-        "optimistic_psrl",
-        "beb",
-        "epsilon_greedy",
-        "greedy",
-        "known_mdp_optimum",
-    )
-    play_keys = dict(zip(names, jax.random.split(key_play, len(names))))
-    totals, chosen = {}, {}
-    for name in names:
-        if name in grids:
-            field, grid = grids[name]
+    play_keys = dict(zip(MDP_PLAYERS, jax.random.split(key_play, len(MDP_PLAYERS))))
 
-            def play(value, split, k, name=name, field=field):
-                return np.asarray(
-                    mdp.evaluate(
-                        name,
-                        sets[split],
-                        k,
-                        num_episodes=max_episodes,
-                        episode_length=MDP_EPISODE_LENGTH,
-                        per_episode=True,
-                        **{field: value},
-                    )
-                )
+    def evaluate(name, instances, k, **hyperparameters):
+        if name == "optimistic_psrl":
+            hyperparameters.setdefault("num_samples", opsrl_samples)
+        return mdp.evaluate(
+            name,
+            instances,
+            k,
+            num_episodes=max_episodes,
+            episode_length=MDP_EPISODE_LENGTH,
+            per_episode=True,
+            **hyperparameters,
+        )
 
-            tune_key, test_key = jax.random.split(play_keys[name])
-            totals[name], chosen[name] = tuned_totals(play, grid, tune_key, test_key, episodes)
-        else:
-            extra = {"num_samples": opsrl_samples} if name == "optimistic_psrl" else {}
-            per_episode = mdp.evaluate(
-                name,
-                sets["test"],
-                play_keys[name],
-                num_episodes=max_episodes,
-                episode_length=MDP_EPISODE_LENGTH,
-                per_episode=True,
-                **extra,
-            )
-            totals[name] = totals_at(per_episode, episodes)
+    def on_played(name):
         print(f"    {name}: {time.perf_counter() - start:.0f} s", flush=True)
+
+    totals, chosen = play_all(MDP_PLAYERS, evaluate, sets, play_keys, grids, episodes, on_played)
     exact = np.asarray(mdp.optimal_value(sets["test"], episode_length=MDP_EPISODE_LENGTH))
     cells = []
     for n in episodes:
         cell = {
             "n": n,
             "instances": instances,
-            "published": dict(zip(MDP_COLUMNS + ("rl2",), MDP_PUBLISHED.get(n, ()))),
-            "ours": {
-                name: dict(zip(("mean", "se"), mean_and_se(totals[name][n]))) for name in totals
-            },
+            "published": published_row(MDP_COLUMNS, MDP_PUBLISHED.get(n, ())),
+            "ours": {name: mean_and_se(totals[name][n]) for name in totals},
             "hyperparameters": {name: {grids[name][0]: chosen[name][n]} for name in chosen},
-            "known_mdp_exact": dict(zip(("mean", "se"), mean_and_se(n * exact))),
+            "known_mdp_exact": mean_and_se(n * exact),
         }
         cell["hyperparameters"]["optimistic_psrl"] = {"num_samples": opsrl_samples}
         cells.append(cell)
@@ -269,7 +220,7 @@ def mdp_table(episodes, instances, tuning_instances, grids, opsrl_samples, seed)
 
 # ---------------------------------------------------------------- output
 def _cell(ours: dict | None, published: float | None) -> str:
-    text = "—" if ours is None else f"{ours['mean']:.2f} ± {ours['se']:.2f}"
+    text = "—" if ours is None else format_mean_se(ours)
     return text if published is None else f"{text} ({published:.1f})"
 
 
@@ -375,11 +326,7 @@ def main() -> None:
     print(f"Table 2 (MDPs), {instances} test / {tuning} tuning instances", flush=True)
     mdp_cells = mdp_table(episodes, instances, tuning, mdp_grids, args.opsrl_samples, args.seed)
     results = {
-        "machine": MACHINE,
-        "platform": platform.platform(),
-        "jax": jax.__version__,
-        "devices": [str(d) for d in jax.devices()],
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        **machine_metadata(),
         "quick": args.quick,
         "instances": instances,
         "tuning_instances": tuning,
