@@ -34,36 +34,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
+import functools
 import json
-import math
 import os
-import platform
 import time
 
 import jax
 import numpy as np
+from rl2_tables import (BANDIT_COLUMNS, BANDIT_HEADERS, BANDIT_PLAYERS, BANDIT_PUBLISHED,
+                        format_mean_se, machine_metadata, mean_and_se, published_row,
+                        side_by_side_markdown)
 
 import metarl_jax
 from metarl_jax.algorithms import rl2
 from metarl_jax.baselines import bandits
 
-# Table 1 of Duan et al. 2016: (n, k) -> published mean total reward
-COLUMNS = ("random", "gittins", "thompson_sampling", "optimistic_thompson_sampling", "ucb1",
-           "epsilon_greedy", "greedy", "rl2")
-HEADERS = ("Random", "Gittins", "TS", "OTS", "UCB1", "eps-Greedy", "Greedy", "RL²")
-PUBLISHED = {
-    (10, 5): (5.0, 6.6, 5.7, 6.5, 6.7, 6.6, 6.6, 6.7),
-    (10, 10): (5.0, 6.6, 5.5, 6.2, 6.7, 6.6, 6.6, 6.7),
-    (10, 50): (5.1, 6.5, 5.2, 5.5, 6.6, 6.5, 6.5, 6.8),
-    (100, 5): (49.9, 78.3, 74.7, 77.9, 78.0, 75.4, 74.8, 78.7),
-    (100, 10): (49.9, 82.8, 76.7, 81.4, 82.4, 77.4, 77.1, 83.5),
-    (100, 50): (49.8, 85.2, 64.5, 67.7, 84.3, 78.3, 78.0, 84.9),
-    (500, 5): (249.8, 405.8, 402.0, 406.7, 405.8, 388.2, 380.6, 401.6),
-    (500, 10): (249.0, 437.8, 429.5, 438.9, 437.1, 408.0, 395.0, 432.5),
-    (500, 50): (249.6, 463.7, 427.2, 437.6, 457.6, 413.6, 402.8, 438.9),
-}
-MACHINE = "2-core x86-64 CPU, no GPU (shared with other jobs)"
 TUNED_BASELINES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                "baselines_tables.json")
 
@@ -79,12 +64,6 @@ def rl2_config(num_pulls: int, quick: bool) -> rl2.Config:
                       learning_rate=1e-3, gamma=1.0 if num_pulls <= 10 else 0.995,
                       gae_lambda=0.95 if num_pulls <= 10 else 0.3, entropy_coef=0.003,
                       bptt_length=None if num_pulls <= 100 else 100)
-
-
-def mean_and_se(x) -> tuple[float, float]:
-    """Mean and its standard error (sample std, ddof=1, over sqrt(count))."""
-    x = np.asarray(x, np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
 
 
 def tuned_hyperparameters(table: str, **cell) -> dict[str, dict]:
@@ -106,7 +85,7 @@ def tuned_hyperparameters(table: str, **cell) -> dict[str, dict]:
 
 def play_baselines(arm_means, num_pulls: int, key, hyperparameters) -> dict[str, np.ndarray]:
     """Total reward of every baseline on every instance, ``{name: [instances]}``."""
-    names = list(COLUMNS[:-1]) + ["oracle"]
+    names = list(BANDIT_PLAYERS)
     k = arm_means.shape[1]
     if bandits.count_posterior_states(num_pulls, k) <= bandits.DEFAULT_MAX_DP_STATES:
         names.append("bayes_optimal")
@@ -152,6 +131,24 @@ def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_pro
     return learner, state, compile_s, train_s, done, float(env_steps)
 
 
+def train_and_play(label: str, config, family, tasks, eval_key, args):
+    """Meta-train RL² as ``args`` say, then play it on ``tasks``.
+
+    Returns ``(state, curve, record)``: the trained state, ``curve`` the rewards per
+    episode ``[instances, episodes]`` on ``tasks``, ``record`` the config and
+    training figures (iterations, compile and train seconds, env steps, their
+    rate) for the cell's JSON.
+    """
+    print(f"{label}: training RL² ({config})", flush=True)
+    learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
+        config, family, args.iterations, args.minutes, args.seed)
+    curve = jax.jit(learner.evaluate)(state, tasks, eval_key)["rl2"]
+    record = {"rl2_config": dataclasses.asdict(config), "iterations": iterations,
+              "compile_s": compile_s, "train_s": train_s, "env_steps": env_steps,
+              "env_steps_per_s": env_steps / train_s}
+    return state, curve, record
+
+
 def run_cell(num_pulls: int, num_arms: int, args) -> dict:
     family = metarl_jax.make("bandit-bernoulli", arms=num_arms)
     tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
@@ -159,26 +156,21 @@ def run_cell(num_pulls: int, num_arms: int, args) -> dict:
     hyperparameters = tuned_hyperparameters("bandits", n=num_pulls, k=num_arms)
     totals = play_baselines(tasks.arm_means, num_pulls, baseline_key, hyperparameters)
     config = rl2_config(num_pulls, args.quick)
-    print(f"n={num_pulls}, k={num_arms}: training RL² ({config})", flush=True)
-    learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
-        config, family, args.iterations, args.minutes, args.seed)
-    curve = jax.jit(learner.evaluate)(state, tasks, eval_key)["rl2"]
+    state, curve, record = train_and_play(
+        f"n={num_pulls}, k={num_arms}", config, family, tasks, eval_key, args)
     totals["rl2"] = np.asarray(curve.sum(axis=1))
     mode = rl2.make(dataclasses.replace(config, eval_policy="mode"), family)
     totals["rl2_mode"] = np.asarray(jax.jit(mode.evaluate)(state, tasks, eval_key)["rl2"].sum(1))
     best = "bayes_optimal" if "bayes_optimal" in totals else "gittins"
     return {
         "n": num_pulls, "k": num_arms, "instances": args.instances,
-        "published": dict(zip(COLUMNS, PUBLISHED[(num_pulls, num_arms)])),
+        "published": published_row(BANDIT_COLUMNS, BANDIT_PUBLISHED[(num_pulls, num_arms)]),
         "baseline_hyperparameters": hyperparameters,
-        "ours": {name: dict(zip(("mean", "se"), mean_and_se(x))) for name, x in totals.items()},
-        "rl2_minus_best_baseline": {"baseline": best, **dict(zip(
-            ("mean", "se"), mean_and_se(totals["rl2"] - totals[best])))},
+        "ours": {name: mean_and_se(x) for name, x in totals.items()},
+        "rl2_minus_best_baseline": {"baseline": best,
+                                    **mean_and_se(totals["rl2"] - totals[best])},
         "rl2_per_pull_mean": [float(v) for v in np.asarray(curve).mean(axis=0)],
-        "rl2_config": dataclasses.asdict(config),
-        "iterations": iterations, "compile_s": compile_s, "train_s": train_s,
-        "env_steps": env_steps, "env_steps_per_s": env_steps / train_s,
-        "quick": args.quick,
+        **record, "quick": args.quick,
     }
 
 
@@ -189,48 +181,61 @@ def save_results(path: str, update: dict) -> None:
         with open(path) as f:
             results = json.load(f)
     results.update(update)
-    results.update(machine=MACHINE, platform=platform.platform(), jax=jax.__version__,
-                   devices=[str(d) for d in jax.devices()],
-                   date=datetime.datetime.now().isoformat(timespec="seconds"))
+    results.update(machine_metadata())
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
 
 
+def run_cells(out: str, cells, markdown) -> None:
+    """Run ``cells`` (``(key, run)`` pairs) in turn, merging ``run()`` into ``out``'s ``"cells"``.
+
+    After every cell the file is saved (``save_results``) and ``markdown`` of
+    all its cells printed; cells already in the file are kept unless rerun.
+    """
+    cells_done = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            cells_done = json.load(f).get("cells", {})
+    for key, run in cells:
+        cells_done[key] = run()
+        save_results(out, {"cells": cells_done})
+        print(markdown(cells_done), flush=True)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, iterations: int,
+                           quick_help: str) -> None:
+    """The flags both RL² table scripts take: iterations, minutes, instances, seed, quick."""
+    parser.add_argument("--iterations", type=int, default=iterations,
+                        help="PPO iterations per cell")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="training wall-clock budget per cell (checked every 10 iterations)")
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
 def markdown(cells: dict) -> str:
-    lines = [f"Machine: {MACHINE}. Mean total reward over held-out instances ± one "
-             "standard error; ours are played on the same instances.", "",
-             "| n,k | source | " + " | ".join(HEADERS) + " | RL² (mode) | Bayes-opt | "
-             "RL² − best | RL² train time | env steps/s |",
-             "|---|---|" + "---|" * (len(HEADERS) + 5)]
-    for key in sorted(cells, key=lambda s: tuple(map(int, s.split(",")))):
-        cell = cells[key]
-        pub = " | ".join(f"{cell['published'][c]:.1f}" for c in COLUMNS)
-        lines.append(f"| {key} | published | {pub} | | | | | |")
-        ours = " | ".join(f"{cell['ours'][c]['mean']:.2f} ± {cell['ours'][c]['se']:.2f}"
-                          for c in COLUMNS + ("rl2_mode",))
+    def extra(cell):
         bayes = cell["ours"].get("bayes_optimal")
-        bayes = f"{bayes['mean']:.2f} ± {bayes['se']:.2f}" if bayes else "—"
         diff = cell["rl2_minus_best_baseline"]
-        tag = " (quick)" if cell["quick"] else ""
-        lines.append(
-            f"| {key} | ours{tag} | {ours} | {bayes} | {diff['mean']:+.2f} ± {diff['se']:.2f} "
-            f"vs {diff['baseline']} | {cell['train_s'] / 60:.1f} min ({cell['iterations']} it) | "
-            f"{cell['env_steps_per_s']:,.0f} |")
-    return "\n".join(lines)
+        return [format_mean_se(cell["ours"]["rl2_mode"]),
+                format_mean_se(bayes) if bayes else "—",
+                f"{format_mean_se(diff, signed=True)} vs {diff['baseline']}"]
+
+    return side_by_side_markdown(
+        cells, caption="Mean total reward over held-out instances ± one standard error; "
+        "ours are played on the same instances.", key_header="n,k",
+        columns=BANDIT_COLUMNS + ("rl2",), headers=BANDIT_HEADERS + ("RL²",),
+        extra_headers=("RL² (mode)", "Bayes-opt", "RL² − best"), extra=extra,
+        sort_key=lambda s: tuple(map(int, s.split(","))), digits=2)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", default=["10,5", "10,10", "10,50"],
                         help="n,k pairs from Table 1 (default: the n=10 row)")
-    parser.add_argument("--iterations", type=int, default=600, help="PPO iterations per cell")
-    parser.add_argument("--minutes", type=float, default=30.0,
-                        help="training wall-clock budget per cell (checked every 10 iterations)")
-    parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="n=10, k=5 only, a small network for 40 iterations")
+    add_training_arguments(parser, 600, "n=10, k=5 only, a small network for 40 iterations")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/"
                         "rl2_bandits.json (rl2_bandits_quick.json with --quick)")
     args = parser.parse_args()
@@ -242,17 +247,10 @@ def main():
     cells = []
     for cell in args.cells:
         n, k = map(int, cell.split(","))
-        if (n, k) not in PUBLISHED:
-            parser.error(f"--cells: {cell} is not a cell of Table 1 ({sorted(PUBLISHED)})")
-        cells.append((n, k))
-    cells_done = {}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            cells_done = json.load(f).get("cells", {})
-    for n, k in cells:
-        cells_done[f"{n},{k}"] = run_cell(n, k, args)
-        save_results(args.out, {"cells": cells_done})
-        print(markdown(cells_done), flush=True)
+        if (n, k) not in BANDIT_PUBLISHED:
+            parser.error(f"--cells: {cell} is not a cell of Table 1 ({sorted(BANDIT_PUBLISHED)})")
+        cells.append((f"{n},{k}", functools.partial(run_cell, n, k, args)))
+    run_cells(args.out, cells, markdown)
 
 if __name__ == "__main__":
     main()

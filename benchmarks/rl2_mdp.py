@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import os
 import sys
 
@@ -40,26 +40,15 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rl2_bandits import (MACHINE, mean_and_se, save_results, train_rl2,  # noqa: E402
-                         tuned_hyperparameters)
+from rl2_bandits import (add_training_arguments, run_cells, save_results,  # noqa: E402
+                         train_and_play, train_rl2, tuned_hyperparameters)
+from rl2_tables import (MACHINE, MDP_COLUMNS, MDP_EPISODE_LENGTH, MDP_HEADERS,  # noqa: E402
+                        MDP_PLAYERS, MDP_PUBLISHED, format_mean_se, mean_and_se, published_row,
+                        side_by_side_markdown)
 
 import metarl_jax  # noqa: E402
 from metarl_jax.algorithms import rl2  # noqa: E402
 from metarl_jax.baselines import mdp as mdp_baselines  # noqa: E402
-
-COLUMNS = ("random", "psrl", "optimistic_psrl", "ucrl2", "beb", "epsilon_greedy", "greedy",
-           "rl2")
-HEADERS = ("Random", "PSRL", "OPSRL", "UCRL2", "BEB", "eps-Greedy", "Greedy", "RL²")
-PUBLISHED = {
-    10: (100.1, 138.1, 144.1, 146.6, 150.2, 132.8, 134.8, 156.2),
-    25: (250.2, 408.8, 425.2, 424.1, 427.8, 377.3, 368.8, 445.7),
-    50: (499.7, 904.4, 930.7, 918.9, 917.8, 823.3, 769.3, 936.1),
-    75: (749.9, 1417.1, 1449.2, 1427.6, 1422.6, 1293.9, 1172.9, 1428.8),
-    100: (999.4, 1939.5, 1973.9, 1942.1, 1935.1, 1778.2, 1578.5, 1913.7),
-}
-BASELINES = ("random", "psrl", "optimistic_psrl", "beb", "epsilon_greedy", "greedy",
-             "known_mdp_optimum")
-EPISODE_LENGTH = 10
 
 
 def rl2_config(num_episodes: int, quick: bool) -> rl2.Config:
@@ -74,56 +63,39 @@ def rl2_config(num_episodes: int, quick: bool) -> rl2.Config:
 
 
 def run_cell(num_episodes: int, args) -> dict:
-    family = metarl_jax.make("tabular-mdp", episode_length=EPISODE_LENGTH)
+    family = metarl_jax.make("tabular-mdp", episode_length=MDP_EPISODE_LENGTH)
     tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
     baseline_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
     hyperparameters = tuned_hyperparameters("mdps", n=num_episodes)
     totals = {}
-    for name, sub in zip(BASELINES, jax.random.split(baseline_key, len(BASELINES))):
+    for name, sub in zip(MDP_PLAYERS, jax.random.split(baseline_key, len(MDP_PLAYERS))):
         totals[name] = np.asarray(mdp_baselines.evaluate(
-            name, tasks, sub, num_episodes=num_episodes, episode_length=EPISODE_LENGTH,
+            name, tasks, sub, num_episodes=num_episodes, episode_length=MDP_EPISODE_LENGTH,
             **hyperparameters.get(name, {})))
     config = rl2_config(num_episodes, args.quick)
-    print(f"n={num_episodes}: training RL² ({config})", flush=True)
-    learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
-        config, family, args.iterations, args.minutes, args.seed)
-    curve = jax.jit(learner.evaluate)(state, tasks, eval_key)["rl2"]
+    _, curve, record = train_and_play(f"n={num_episodes}", config, family, tasks, eval_key, args)
     totals["rl2"] = np.asarray(curve.sum(axis=1))
     return {
         "n": num_episodes, "instances": args.instances,
-        "published": dict(zip(COLUMNS, PUBLISHED[num_episodes])),
+        "published": published_row(MDP_COLUMNS, MDP_PUBLISHED[num_episodes]),
         "baseline_hyperparameters": hyperparameters,
-        "ours": {name: dict(zip(("mean", "se"), mean_and_se(x))) for name, x in totals.items()},
-        "rl2_minus_psrl": dict(zip(("mean", "se"),
-                                   mean_and_se(totals["rl2"] - totals["psrl"]))),
+        "ours": {name: mean_and_se(x) for name, x in totals.items()},
+        "rl2_minus_psrl": mean_and_se(totals["rl2"] - totals["psrl"]),
         "rl2_per_episode_mean": [float(v) for v in np.asarray(curve).mean(axis=0)],
-        "rl2_config": dataclasses.asdict(config),
-        "iterations": iterations, "compile_s": compile_s, "train_s": train_s,
-        "env_steps": env_steps, "env_steps_per_s": env_steps / train_s, "quick": args.quick,
+        **record, "quick": args.quick,
     }
 
 
 def markdown(cells: dict) -> str:
-    lines = [f"Machine: {MACHINE}. Mean total reward over held-out MDPs ± one standard "
-             "error; ours are played on the same MDPs (UCRL2: not implemented).", "",
-             "| n | source | " + " | ".join(HEADERS) + " | known MDP | RL² − PSRL | "
-             "RL² train time | env steps/s |",
-             "|---|---|" + "---|" * (len(HEADERS) + 4)]
-    for key in sorted(cells, key=int):
-        cell = cells[key]
-        pub = " | ".join(f"{cell['published'][c]:.1f}" for c in COLUMNS)
-        lines.append(f"| {key} | published | {pub} | | | | |")
-        ours = " | ".join(
-            f"{cell['ours'][c]['mean']:.1f} ± {cell['ours'][c]['se']:.1f}"
-            if c in cell["ours"] else "—" for c in COLUMNS)
-        known = cell["ours"]["known_mdp_optimum"]
-        diff = cell["rl2_minus_psrl"]
-        tag = " (quick)" if cell["quick"] else ""
-        lines.append(
-            f"| {key} | ours{tag} | {ours} | {known['mean']:.1f} ± {known['se']:.1f} | "
-            f"{diff['mean']:+.1f} ± {diff['se']:.1f} | {cell['train_s'] / 60:.1f} min "
-            f"({cell['iterations']} it) | {cell['env_steps_per_s']:,.0f} |")
-    return "\n".join(lines)
+    def extra(cell):
+        return [format_mean_se(cell["ours"]["known_mdp_optimum"], 1),
+                format_mean_se(cell["rl2_minus_psrl"], 1, signed=True)]
+
+    return side_by_side_markdown(
+        cells, caption="Mean total reward over held-out MDPs ± one standard error; ours are "
+        "played on the same MDPs (UCRL2: not implemented).", key_header="n",
+        columns=MDP_COLUMNS + ("rl2",), headers=MDP_HEADERS + ("RL²",),
+        extra_headers=("known MDP", "RL² − PSRL"), extra=extra, sort_key=int, digits=1)
 
 
 def run_cartpole(args) -> dict:
@@ -156,10 +128,8 @@ def run_cartpole(args) -> dict:
         tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, split)
         curve = np.asarray(evaluate(state, tasks, jax.random.PRNGKey(7))["rl2"])
         result[split] = {
-            "per_episode": [dict(zip(("mean", "se"), mean_and_se(curve[:, i])))
-                            for i in range(curve.shape[1])],
-            "last_minus_first": dict(zip(("mean", "se"),
-                                         mean_and_se(curve[:, -1] - curve[:, 0]))),
+            "per_episode": [mean_and_se(curve[:, i]) for i in range(curve.shape[1])],
+            "last_minus_first": mean_and_se(curve[:, -1] - curve[:, 0]),
         }
     return {
         **result, "during_training": during_training,
@@ -179,10 +149,9 @@ def cartpole_markdown(result: dict) -> str:
         f"{result['env_steps_per_s']:,.0f} env steps/s).", "",
         f"| split | {episodes} | last − first |", "|---|" + "---|" * (num_episodes + 1)]
     for split in ("test", "ood"):
-        values = " | ".join(f"{e['mean']:.1f} ± {e['se']:.1f}"
-                            for e in result[split]["per_episode"])
-        diff = result[split]["last_minus_first"]
-        lines.append(f"| {split} | {values} | {diff['mean']:+.1f} ± {diff['se']:.1f} |")
+        values = " | ".join(format_mean_se(e, 1) for e in result[split]["per_episode"])
+        diff = format_mean_se(result[split]["last_minus_first"], 1, signed=True)
+        lines.append(f"| {split} | {values} | {diff} |")
     lines += ["", "During training (200 test variants, mean return per episode):", "",
               f"| iteration | {episodes} |", "|---|" + "---|" * num_episodes]
     rows = result["during_training"]
@@ -198,13 +167,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, nargs="+", default=[10],
                         help="n of Table 2 (episodes per trial): 10 25 50 75 100")
-    parser.add_argument("--iterations", type=int, default=1000, help="PPO iterations per cell")
-    parser.add_argument("--minutes", type=float, default=30.0,
-                        help="training wall-clock budget per cell (checked every 10 iterations)")
-    parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="n=10 only, a small network for 40 iterations")
+    add_training_arguments(parser, 1000, "n=10 only, a small network for 40 iterations")
     parser.add_argument("--cartpole", action="store_true",
                         help="RL² on the cartpole family instead of Table 2")
     parser.add_argument("--cartpole-episodes", type=int, default=3)
@@ -224,16 +187,10 @@ def main():
     out = args.out or os.path.join(results_dir, "rl2_mdp_quick.json" if args.quick
                                    else "rl2_mdp.json")
     for n in args.episodes:
-        if n not in PUBLISHED:
-            parser.error(f"--episodes: {n} is not a row of Table 2 ({sorted(PUBLISHED)})")
-    cells = {}
-    if os.path.exists(out):
-        with open(out) as f:
-            cells = json.load(f).get("cells", {})
-    for n in args.episodes:
-        cells[str(n)] = run_cell(n, args)
-        save_results(out, {"cells": cells})
-        print(markdown(cells), flush=True)
+        if n not in MDP_PUBLISHED:
+            parser.error(f"--episodes: {n} is not a row of Table 2 ({sorted(MDP_PUBLISHED)})")
+    run_cells(out, [(str(n), functools.partial(run_cell, n, args)) for n in args.episodes],
+              markdown)
 
 
 if __name__ == "__main__":
