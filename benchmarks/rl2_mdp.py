@@ -13,9 +13,12 @@ prints the published row beside ours (mean ± one standard error), RL²'s
 paired difference to PSRL, training wall time and env steps/s.
 
 ``--cartpole`` instead meta-trains RL² on the ``cartpole`` family (pole
-length and mass, cart mass and push force vary) with trials of several
-episodes and reports the return of each episode of a trial on held-out
-variants: later episodes should beat the first.
+length and mass, cart mass and push force vary, and with
+``random_push_direction`` the actuator is reversed in half the tasks) with
+trials of several episodes and reports the return of each episode of a trial
+on held-out variants: later episodes should beat the first.
+``--cartpole-fixed-direction`` keeps every actuator the right way round (a
+policy then balances every variant from the first episode on).
 
 Timing as in ``rl2_bandits.py`` (whose training loop this script shares).
 Results are merged into ``benchmarks/results/rl2_mdp.json`` /
@@ -106,7 +109,8 @@ def run_cartpole(args) -> dict:
     variant from the first episode on, leaving nothing to adapt; at the end it
     is measured on ``--instances`` test and out-of-distribution variants.
     """
-    family = metarl_jax.make("cartpole", max_steps_in_episode=args.cartpole_horizon)
+    family = metarl_jax.make("cartpole", max_steps_in_episode=args.cartpole_horizon,
+                             random_push_direction=not args.cartpole_fixed_direction)
     config = rl2.Config(trial_episodes=args.cartpole_episodes, meta_batch_size=64,
                         hidden_size=64, bptt_length=50, learning_rate=1e-3,
                         gamma=0.99, gae_lambda=0.95, reward_scale=0.1, entropy_coef=0.003)
@@ -123,6 +127,7 @@ def run_cartpole(args) -> dict:
     learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
         config, family, args.iterations, args.minutes, args.seed, on_progress)
     result = {"family": "cartpole", "horizon": args.cartpole_horizon,
+              "random_push_direction": not args.cartpole_fixed_direction,
               "instances": args.instances}
     for split in ("test", "ood"):
         tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, split)
@@ -144,7 +149,9 @@ def cartpole_markdown(result: dict) -> str:
     episodes = " | ".join(f"ep {i + 1}" for i in range(num_episodes))
     lines = [
         f"Machine: {MACHINE}. RL² on {result['instances']} held-out CartPole variants per "
-        f"split (horizon {result['horizon']}), return per episode of a trial ± one standard "
+        f"split (horizon {result['horizon']}"
+        f"{', push direction random' if result.get('random_push_direction') else ''}), "
+        f"return per episode of a trial ± one standard "
         f"error; trained {result['train_s'] / 60:.1f} min ({result['iterations']} iterations, "
         f"{result['env_steps_per_s']:,.0f} env steps/s).", "",
         f"| split | {episodes} | last − first |", "|---|" + "---|" * (num_episodes + 1)]
@@ -172,6 +179,8 @@ def main():
                         help="RL² on the cartpole family instead of Table 2")
     parser.add_argument("--cartpole-episodes", type=int, default=3)
     parser.add_argument("--cartpole-horizon", type=int, default=200)
+    parser.add_argument("--cartpole-fixed-direction", action="store_true",
+                        help="no reversed actuators in the cartpole family")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/rl2_mdp.json "
                         "(rl2_mdp_quick.json with --quick, rl2_cartpole.json with --cartpole)")
     args = parser.parse_args()
@@ -179,7 +188,8 @@ def main():
     if args.cartpole:
         out = args.out or os.path.join(results_dir, "rl2_cartpole.json")
         result = run_cartpole(args)
-        save_results(out, {"cartpole": result})
+        key = "cartpole" if args.cartpole_fixed_direction else "cartpole_random_push_direction"
+        save_results(out, {key: result})
         print(cartpole_markdown(result), flush=True)
         return
     if args.quick:
