@@ -36,18 +36,29 @@ def main():
                              "instead of the authors' normalised [-1, 1]")
     parser.add_argument("--meta-batch-size", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inner-lr", type=float, default=0.1,
+                        help="training step size (the authors' ICML run used 0.5)")
+    parser.add_argument("--eval-lrs", type=lambda s: tuple(float(x) for x in s.split(",")),
+                        default=(0.1, 0.05),
+                        help="evaluation step sizes, the last repeats (authors' code: 0.5,0.25)")
     parser.add_argument("--quick", action="store_true", help="20 iterations, smoke test")
     args = parser.parse_args()
     config = maml.Config(
         meta_batch_size=args.meta_batch_size, inner_episodes=20, horizon=100,
-        num_inner_steps=1, inner_lr=0.1, hidden_sizes=(100, 100), activation="relu",
-        outer_optimizer="trpo", eval_episodes=40, eval_inner_lrs=(0.1, 0.05))
+        num_inner_steps=1, inner_lr=args.inner_lr, hidden_sizes=(100, 100), activation="relu",
+        outer_optimizer="trpo", eval_episodes=40, eval_inner_lrs=args.eval_lrs)
     iterations = 20 if args.quick else args.iterations
     result = train_and_evaluate("navigation2d", config, iterations, eval_tasks=40,
                                 eval_steps=3, seed=args.seed,
                                 family_options={"normalized_actions": not args.raw_actions})
-    stem = "maml_navigation" if args.seed == 0 else f"maml_navigation_seed{args.seed}"
-    write(result, stem, PUBLISHED, f"MAML 2D navigation, 40 held-out goals (seed {args.seed})")
+    stem = "maml_navigation"
+    if args.inner_lr != 0.1:
+        stem += f"_lr{args.inner_lr:g}"
+    if args.seed != 0:
+        stem += f"_seed{args.seed}"
+    write(result, stem, PUBLISHED,
+          f"MAML 2D navigation, 40 held-out goals (inner lr {args.inner_lr:g}, "
+          f"eval lrs {', '.join(f'{x:g}' for x in args.eval_lrs)}, seed {args.seed})")
 
 
 if __name__ == "__main__":
