@@ -155,7 +155,7 @@ def run_cell(num_pulls: int, num_arms: int, args) -> dict:
     baseline_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
     hyperparameters = tuned_hyperparameters("bandits", n=num_pulls, k=num_arms)
     totals = play_baselines(tasks.arm_means, num_pulls, baseline_key, hyperparameters)
-    config = rl2_config(num_pulls, args.quick)
+    config = apply_overrides(rl2_config(num_pulls, args.quick), args.overrides)
     state, curve, record = train_and_play(
         f"n={num_pulls}, k={num_arms}", config, family, tasks, eval_key, args)
     totals["rl2"] = np.asarray(curve.sum(axis=1))
@@ -205,7 +205,8 @@ def run_cells(out: str, cells, markdown) -> None:
 
 def add_training_arguments(parser: argparse.ArgumentParser, iterations: int,
                            quick_help: str) -> None:
-    """The flags both RL² table scripts take: iterations, minutes, instances, seed, quick."""
+    """The flags both RL² table scripts take: iterations, minutes, instances, seed, quick,
+    and ``--set key=value`` overrides of the cell's ``rl2.Config``."""
     parser.add_argument("--iterations", type=int, default=iterations,
                         help="PPO iterations per cell")
     parser.add_argument("--minutes", type=float, default=30.0,
@@ -213,6 +214,24 @@ def add_training_arguments(parser: argparse.ArgumentParser, iterations: int,
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append",
+                        default=[], help="override an rl2.Config field for every cell, "
+                                         "e.g. --set hidden_size=128 (JSON values)")
+
+
+def apply_overrides(config: rl2.Config, overrides) -> rl2.Config:
+    """``config`` with ``--set key=value`` overrides; an unknown key raises naming it."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return dataclasses.replace(config, **changes)
 
 
 def markdown(cells: dict) -> str:

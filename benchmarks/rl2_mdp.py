@@ -43,8 +43,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rl2_bandits import (add_training_arguments, run_cells, save_results,  # noqa: E402
-                         train_and_play, train_rl2, tuned_hyperparameters)
+from rl2_bandits import (add_training_arguments, apply_overrides, run_cells,  # noqa: E402
+                         save_results, train_and_play, train_rl2, tuned_hyperparameters)
 from rl2_tables import (MACHINE, MDP_COLUMNS, MDP_EPISODE_LENGTH, MDP_HEADERS,  # noqa: E402
                         MDP_PLAYERS, MDP_PUBLISHED, format_mean_se, mean_and_se, published_row,
                         side_by_side_markdown)
@@ -75,7 +75,7 @@ def run_cell(num_episodes: int, args) -> dict:
         totals[name] = np.asarray(mdp_baselines.evaluate(
             name, tasks, sub, num_episodes=num_episodes, episode_length=MDP_EPISODE_LENGTH,
             **hyperparameters.get(name, {})))
-    config = rl2_config(num_episodes, args.quick)
+    config = apply_overrides(rl2_config(num_episodes, args.quick), args.overrides)
     _, curve, record = train_and_play(f"n={num_episodes}", config, family, tasks, eval_key, args)
     totals["rl2"] = np.asarray(curve.sum(axis=1))
     return {
