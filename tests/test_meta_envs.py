@@ -238,7 +238,7 @@ def test_navigation_normalized_actions_match_the_authors_rllab_wrapper():
     np.testing.assert_allclose(rewards, np.array([r[1] for r in reference]), atol=1e-6)
     family = make("navigation2d", normalized_actions=True)
     assert family.env.normalized_actions
-    with pytest.raises(TypeError, match="normalized_actions"):
+    with pytest.raises(ValueError, match="normalized_actions"):
         Navigation2D(normalized_actions="yes")
 
 

@@ -58,7 +58,7 @@ class Navigation2D(Environment):
     def __init__(self, normalized_actions: bool = False):
         super().__init__()
         if not isinstance(normalized_actions, bool):
-            raise TypeError(f"normalized_actions must be a bool, got {normalized_actions!r}")
+            raise ValueError(f"normalized_actions must be a bool, got {normalized_actions!r}")
         self.normalized_actions = normalized_actions
 
     @property
