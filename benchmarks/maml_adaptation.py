@@ -15,6 +15,7 @@ import platform
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import metarl_jax
@@ -29,11 +30,18 @@ def machine_name() -> str:
 
 
 def train_and_evaluate(family_name, config, iterations, eval_tasks, eval_steps, split="test",
-                       seed=0, family_options=None, log_every=25):
+                       seed=0, family_options=None, log_every=25, tune_lrs=None,
+                       tune_tasks=100):
     """Train for ``iterations`` meta-iterations; return timings and curves.
 
     ``split`` is one split name (returns one result) or a tuple of them
     (trains once, evaluates on each, returns a list of results).
+
+    ``tune_lrs``: candidate evaluation step sizes. If given, each curve
+    (MAML, pretrained, random init) also gets its own step size per step,
+    chosen by :func:`maml.select_eval_lrs` on ``tune_tasks`` fresh tasks of
+    the train split (never the evaluation tasks), and the results add
+    ``curves_tuned`` beside ``curves`` (the config's fixed schedule).
     """
     family = metarl_jax.make(family_name, **(family_options or {}))
     learner = maml.make(config, family)
@@ -57,16 +65,20 @@ def train_and_evaluate(family_name, config, iterations, eval_tasks, eval_steps, 
     jax.block_until_ready(state)
     train_s = time.perf_counter() - start
     evaluate = jax.jit(learner.evaluate, static_argnums=3)
+    tuning = None
+    if tune_lrs is not None:
+        tuning = tune_eval_lrs(learner, state, family, jax.random.fold_in(eval_key, 2),
+                               eval_steps, tune_lrs, tune_tasks)
     results = []
     for name in ((split,) if isinstance(split, str) else tuple(split)):
         tasks = family.sample(eval_key, eval_tasks, split=name)
         curves = evaluate(state, tasks, jax.random.fold_in(eval_key, 1), eval_steps)
-        summary = {}
-        for curve_name, per_task in curves.items():
-            per_task = np.asarray(per_task)
-            mean = per_task.mean(axis=0)
-            ci95 = 1.96 * per_task.std(axis=0, ddof=1) / np.sqrt(per_task.shape[0])
-            summary[curve_name] = {"mean": mean.tolist(), "ci95": ci95.tolist()}
+        extra = {}
+        if tuning is not None:
+            tuned = evaluate(state, tasks, jax.random.fold_in(eval_key, 1), eval_steps,
+                             {name: jnp.asarray(lrs, jnp.float32)
+                              for name, lrs in tuning["chosen"].items()})
+            extra = {"curves_tuned": summarize(tuned), "tuning": tuning}
         results.append({
             "family": family_name, "family_options": dict(family_options or {}),
             "split": name, "iterations": iterations,
@@ -74,9 +86,39 @@ def train_and_evaluate(family_name, config, iterations, eval_tasks, eval_steps, 
             "seconds_per_iteration": train_s / iterations, "eval_tasks": eval_tasks,
             "config": {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in vars(config).items()},
-            "curves": summary, "history": history, "machine": machine_name(),
+            "curves": summarize(curves), **extra, "history": history, "machine": machine_name(),
             "jax": jax.__version__})
     return results[0] if isinstance(split, str) else results
+
+
+def summarize(curves):
+    """``{name: [tasks, K+1]}`` -> ``{name: {"mean": [K+1], "ci95": [K+1]}}``."""
+    summary = {}
+    for curve_name, per_task in curves.items():
+        per_task = np.asarray(per_task)
+        mean = per_task.mean(axis=0)
+        ci95 = 1.96 * per_task.std(axis=0, ddof=1) / np.sqrt(per_task.shape[0])
+        summary[curve_name] = {"mean": mean.tolist(), "ci95": ci95.tolist()}
+    return summary
+
+
+def tune_eval_lrs(learner, state, family, key, steps, candidates, num_tasks):
+    """Per curve, the evaluation step size of each step, chosen on fresh train-split tasks."""
+    task_key, play_key = jax.random.split(key)
+    tasks = family.sample(task_key, num_tasks, split="train")
+    params = {"maml": state.meta_params, "pretrained": state.pretrained_params,
+              "random_init": state.random_init_params}
+    chosen, scores = {}, {}
+    for name, p in params.items():
+        if p is None:
+            continue
+        start = time.perf_counter()
+        chosen[name], scores[name] = maml.select_eval_lrs(learner, p, tasks, play_key, steps,
+                                                          candidates)
+        print(f"  eval step sizes for {name}: {chosen[name]} "
+              f"({time.perf_counter() - start:.0f} s on {num_tasks} train-split tasks)", flush=True)
+    return {"candidates": list(candidates), "tasks": num_tasks, "split": "train",
+            "chosen": {k: list(v) for k, v in chosen.items()}, "scores": scores}
 
 
 def plot_curves(result, path, published=None, title=""):
@@ -86,11 +128,12 @@ def plot_curves(result, path, published=None, title=""):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, curve in result["curves"].items():
-        mean, ci = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
-        steps = np.arange(len(mean))
-        ax.plot(steps, mean, marker="o", label=f"{name} (ours)")
-        ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+    for key, suffix, marker in (("curves", "", "o"), ("curves_tuned", ", tuned sizes", "s")):
+        for name, curve in result.get(key, {}).items():
+            mean, ci = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
+            steps = np.arange(len(mean))
+            ax.plot(steps, mean, marker=marker, label=f"{name} (ours{suffix})")
+            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
     for name, values in (published or {}).items():
         ax.plot(np.arange(len(values)), values, linestyle="--", marker="x",
                 label=f"{name} (published)")
@@ -110,6 +153,10 @@ def markdown_table(result, published=None):
     for name, curve in result["curves"].items():
         cells = [f"{m:.2f} ± {c:.2f}" for m, c in zip(curve["mean"], curve["ci95"])]
         lines.append(f"| {name} (ours) | " + " | ".join(cells) + " |")
+    for name, curve in result.get("curves_tuned", {}).items():
+        sizes = ", ".join(f"{x:g}" for x in result["tuning"]["chosen"][name])
+        cells = [f"{m:.2f} ± {c:.2f}" for m, c in zip(curve["mean"], curve["ci95"])]
+        lines.append(f"| {name} (ours, sizes {sizes}) | " + " | ".join(cells) + " |")
     for name, values in (published or {}).items():
         cells = [f"{v:.2f}" for v in values] + [""] * (steps - len(values))
         lines.append(f"| {name} (published) | " + " | ".join(cells) + " |")

@@ -99,6 +99,50 @@ def test_evaluate_gives_adaptation_curves(nav):
     np.testing.assert_allclose(curves["maml"], curves["pretrained"], rtol=1e-5)
 
 
+def test_evaluate_takes_step_sizes_per_call_and_per_curve(nav):
+    learner = maml.make(maml.Config(eval_inner_lrs=(0.1, 0.05), **TINY), nav)
+    state = learner.init(jax.random.PRNGKey(0))
+    tasks = nav.sample(jax.random.PRNGKey(3), 3, split="test")
+    key = jax.random.PRNGKey(4)
+    evaluate = jax.jit(learner.evaluate, static_argnums=3)
+    from_config = evaluate(state, tasks, key, 2)
+    # the config's schedule passed explicitly (as a traced array) gives the same curves
+    explicit = evaluate(state, tasks, key, 2, jnp.asarray([0.1, 0.05]))
+    for name in from_config:
+        np.testing.assert_allclose(explicit[name], from_config[name], rtol=1e-5)
+    # a per-curve dict: step size 0 changes only the curve it names;
+    # and curves it does not name keep the config's schedule
+    frozen = evaluate(state, tasks, key, 2, {"maml": jnp.asarray([0.0])})
+    np.testing.assert_allclose(frozen["pretrained"], from_config["pretrained"], rtol=1e-5)
+    assert not np.allclose(frozen["maml"], from_config["maml"])
+    with pytest.raises(ValueError, match="unknown curves"):
+        learner.evaluate(state, tasks, key, 1, {"mamll": (0.1,)})
+
+
+def test_select_eval_lrs_picks_the_best_validation_size_per_step(nav):
+    learner = maml.make(maml.Config(**TINY), nav)
+    state = learner.init(jax.random.PRNGKey(0))
+    tasks = nav.sample(jax.random.PRNGKey(5), 4, split="train")
+    key = jax.random.PRNGKey(6)
+    candidates = (0.0, 0.5, 2.0)
+    chosen, scores = maml.select_eval_lrs(learner, state.meta_params, tasks, key, 2, candidates)
+    assert len(chosen) == 2 and np.shape(scores) == (2, 3)
+    evaluate = jax.jit(learner.evaluate, static_argnums=3)
+    for step in (1, 2):
+        assert chosen[step - 1] == candidates[int(np.argmax(scores[step - 1]))]
+        for lr, score in zip(candidates, scores[step - 1]):
+            # each score is the mean return after `step` steps, earlier steps at the chosen sizes
+            curve = evaluate(state, tasks, key, step, list(chosen[:step - 1]) + [lr])["maml"]
+            np.testing.assert_allclose(float(curve[:, step].mean()), score, rtol=1e-4)
+    for bad in (dict(num_steps=0), dict(candidates=()), dict(candidates=(0.1, -0.1))):
+        args = dict(num_steps=1, candidates=candidates) | bad
+        with pytest.raises(ValueError, match="num_steps|candidates"):
+            maml.select_eval_lrs(learner, state.meta_params, tasks, key, **args)
+    meta_sgd = maml.make(maml.Config(learn_inner_lr=True, **TINY), nav)
+    with pytest.raises(ValueError, match="learn_inner_lr"):
+        maml.select_eval_lrs(meta_sgd, meta_sgd.init(key).meta_params, tasks, key, 1, candidates)
+
+
 def test_learned_inner_lr_is_meta_trained(nav):
     config = maml.Config(learn_inner_lr=True, outer_optimizer="adam", outer_lr=1e-2, **TINY)
     learner = maml.make(config, nav)

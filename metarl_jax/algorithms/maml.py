@@ -25,6 +25,7 @@ the same compiled update, so one run gives MAML and its baseline.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -366,14 +367,18 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     eval_lrs = tuple(config.eval_inner_lrs) or (config.inner_lr,)
 
-    def adapt(meta_params, env_params, key, num_steps: int, num_episodes=None):
+    def adapt(meta_params, env_params, key, num_steps: int, num_episodes=None,
+              inner_lrs=None):
         """Adaptation curve of one task: mean return after 0..num_steps steps ``[K+1]``.
 
-        Step ``k`` (1-based) uses ``eval_inner_lrs[min(k, len) - 1]`` (as the
-        MAML paper evaluates: 0.1 for the first step, 0.05 after) unless
-        per-parameter step sizes were meta-learned.
+        Step ``k`` (1-based) uses ``lrs[min(k, len(lrs)) - 1]`` with ``lrs =
+        inner_lrs`` if given (a sequence or a 1-D array, which may be traced),
+        else ``config.eval_inner_lrs`` (as the MAML paper evaluates: 0.1 for
+        the first step, 0.05 after), unless per-parameter step sizes were
+        meta-learned.
         """
         n = num_episodes or config.eval_episodes
+        lrs = eval_lrs if inner_lrs is None else inner_lrs
         policy_params = meta_params["policy"]
         curve = []
         for k in range(num_steps + 1):
@@ -381,30 +386,87 @@ def make(config: Config, family, mesh=None) -> Learner:
             traj = rollout(env, sample_action, policy_params, env_params, sub, n, horizon)
             curve.append(jnp.mean(traj.episode_returns))
             if k < num_steps:
-                lr = eval_lrs[min(k, len(eval_lrs) - 1)]
+                lr = lrs[min(k, len(lrs) - 1)]
                 policy_params = inner_step(meta_params, policy_params,
                                            (traj, inner_weights(traj)), lr)
         return jnp.stack(curve)
 
-    def evaluate(state: MAMLState, task_params, key: jax.Array, num_steps: int):
+    def evaluate(state: MAMLState, task_params, key: jax.Array, num_steps: int,
+                 inner_lrs=None):
         """Per-task returns after 0..num_steps inner steps, ``{name: [tasks, K+1]}``.
 
         Curves: ``"maml"``, ``"pretrained"`` (multi-task baseline, fine-tuned
         with the same steps) and ``"random_init"`` (a fresh initialisation,
         drawn once in ``init`` so every evaluation of a run uses the same one).
+        ``inner_lrs``: the evaluation step sizes, ``None`` for
+        ``config.eval_inner_lrs``, one sequence for every curve, or a dict
+        from curve name to sequence (a curve it does not name uses the config's);
+        see :func:`select_eval_lrs`.
         """
         num_tasks = jax.tree.leaves(task_params)[0].shape[0]
         task_keys = jax.random.split(key, num_tasks)
+        if isinstance(inner_lrs, dict):
+            unknown = set(inner_lrs) - {"maml", "pretrained", "random_init"}
+            if unknown:
+                raise ValueError(f"inner_lrs names unknown curves {sorted(unknown)}; "
+                                 "expected 'maml', 'pretrained' or 'random_init'")
+            lrs_of = inner_lrs.get
+        else:
+            def lrs_of(name):
+                return inner_lrs
 
-        def curves(meta_params):
-            return jax.vmap(adapt, in_axes=(None, 0, 0, None))(
-                meta_params, task_params, task_keys, num_steps)
+        def curves(name, meta_params):
+            return jax.vmap(adapt, in_axes=(None, 0, 0, None, None, None))(
+                meta_params, task_params, task_keys, num_steps, None, lrs_of(name))
 
-        out = {"maml": curves(state.meta_params)}
+        out = {"maml": curves("maml", state.meta_params)}
         if state.pretrained_params is not None:
-            out["pretrained"] = curves(state.pretrained_params)
-        out["random_init"] = curves(state.random_init_params)
+            out["pretrained"] = curves("pretrained", state.pretrained_params)
+        out["random_init"] = curves("random_init", state.random_init_params)
         return out
 
     return Learner(init=init, update=update, evaluate=evaluate, adapt=adapt,
                    sample=sample, meta_loss=meta_loss, config=config, family=family)
+
+
+def select_eval_lrs(learner: Learner, meta_params, task_params, key: jax.Array,
+                    num_steps: int, candidates) -> tuple[tuple[float, ...], list[list[float]]]:
+    """Choose the evaluation step size of each adaptation step on validation tasks.
+
+    Greedy, one step at a time: step ``k``'s size is the candidate that gives
+    the highest mean return after ``k`` steps, with steps ``1..k-1`` at the
+    sizes already chosen. Every candidate is scored on the same tasks with
+    the same keys (common random numbers), so the comparison is not drowned
+    in sampling noise. Use tasks that are not the test tasks (e.g. a fresh
+    draw from the train split): the chosen sizes are hyperparameters.
+
+    ``meta_params`` is any of a :class:`MAMLState`'s parameter sets
+    (``state.meta_params``, ``state.pretrained_params``...), so a baseline
+    can be given the same tuning. Returns ``(sizes, scores)``: the chosen
+    sizes, one per step, and ``scores[k][i]``, the validation mean return
+    after ``k + 1`` steps with candidate ``i`` at step ``k + 1``.
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    candidates = tuple(float(c) for c in candidates)
+    if not candidates or any(not c >= 0 for c in candidates):
+        raise ValueError(f"candidates must be non-empty and non-negative, got {candidates!r}")
+    if meta_params.get("inner_lr") is not None:
+        raise ValueError("these parameters carry meta-learned per-parameter step sizes "
+                         "(learn_inner_lr=True); evaluation step sizes are not used")
+    num_tasks = jax.tree.leaves(task_params)[0].shape[0]
+    task_keys = jax.random.split(key, num_tasks)
+
+    @partial(jax.jit, static_argnums=0)
+    def mean_curve(steps, lrs):
+        curve = jax.vmap(learner.adapt, in_axes=(None, 0, 0, None, None, None))(
+            meta_params, task_params, task_keys, steps, None, lrs)
+        return jnp.mean(curve, axis=0)
+
+    chosen, scores = [], []
+    for step in range(1, num_steps + 1):
+        row = [float(mean_curve(step, jnp.asarray(chosen + [c], jnp.float32))[step])
+               for c in candidates]
+        scores.append(row)
+        chosen.append(candidates[max(range(len(row)), key=row.__getitem__)])
+    return tuple(chosen), scores
