@@ -122,25 +122,31 @@ def tune_eval_lrs(learner, state, family, key, steps, candidates, num_tasks):
 
 
 def plot_curves(result, path, published=None, title=""):
+    """One colour per curve: the fixed schedule dotted, tuned sizes solid, published dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for key, suffix, marker in (("curves", "", "o"), ("curves_tuned", ", tuned sizes", "s")):
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    names = list(result["curves"]) + [n for n in (published or {}) if n not in result["curves"]]
+    colour = {name: f"C{i}" for i, name in enumerate(names)}
+    styles = (("curves", "ours, fixed sizes", "o", ":"), ("curves_tuned", "ours, tuned sizes", "s", "-"))
+    for key, label, marker, line in styles:
         for name, curve in result.get(key, {}).items():
             mean, ci = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
             steps = np.arange(len(mean))
-            ax.plot(steps, mean, marker=marker, label=f"{name} (ours{suffix})")
-            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+            ax.plot(steps, mean, marker=marker, linestyle=line, color=colour[name],
+                    label=f"{name} ({label})")
+            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.15, color=colour[name])
     for name, values in (published or {}).items():
-        ax.plot(np.arange(len(values)), values, linestyle="--", marker="x",
-                label=f"{name} (published)")
+        ax.plot(np.arange(len(values)), values, linestyle="--", marker="x", color=colour[name],
+                alpha=0.7, label=f"{name} (published)")
     ax.set_xlabel("inner gradient steps")
     ax.set_ylabel("mean return (95% CI)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -165,7 +171,7 @@ def markdown_table(result, published=None):
 
 def write(result, stem, published=None, title=""):
     os.makedirs(RESULTS, exist_ok=True)
-    result = {**result, "published": published or {}}
+    result = {**result, "published": published or {}, "title": title}
     with open(os.path.join(RESULTS, f"{stem}.json"), "w") as f:
         json.dump(result, f, indent=1)
     plot_curves(result, os.path.join(RESULTS, f"{stem}.png"), published, title)
