@@ -404,3 +404,31 @@ def test_envs_use_float32_and_int32():
         assert reward.dtype == jnp.float32 and reward.shape == (), env.name
         assert terminated.dtype == truncated.dtype == jnp.bool_, env.name
         assert state2.time.dtype == jnp.int32, env.name
+
+
+def test_equal_envs_share_compiled_step_and_different_ones_do_not():
+    from metarl_jax.envs.environment import Environment
+
+    assert TabularMDP(3, 2, 4) == TabularMDP(3, 2, 4)
+    assert hash(TabularMDP(3, 2, 4)) == hash(TabularMDP(3, 2, 4))
+    assert TabularMDP(3, 2, 4) != TabularMDP(3, 2, 5)
+    assert Navigation2D(normalized_actions=True) != Navigation2D()
+    assert BernoulliBandit(3) != GaussianBandit(3)  # same attributes, different class
+    unhashable = BernoulliBandit(3)
+    unhashable.table = [1, 2]  # an unhashable attribute: equal only to itself
+    assert unhashable == unhashable and unhashable != BernoulliBandit(3)
+    hash(unhashable)
+
+    # a second make() of the same env reuses the first one's compiled step
+    first, second = make("navigation2d").env, make("navigation2d").env
+    assert first is not second
+    key = jax.random.PRNGKey(0)
+    obs, state = first.reset(key, first.default_params)
+    action = jnp.zeros((2,), jnp.float32)
+    first.step(key, state, action, first.default_params)
+    compiled = Environment.step._cache_size()
+    out = second.step(key, state, action, second.default_params)
+    assert Environment.step._cache_size() == compiled
+    np.testing.assert_array_equal(out[0], first.step(key, state, action, first.default_params)[0])
+    Navigation2D(normalized_actions=True).step(key, state, action, first.default_params)
+    assert Environment.step._cache_size() == compiled + 1

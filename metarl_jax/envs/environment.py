@@ -90,6 +90,36 @@ class Environment(gymnax_environment.Environment):
     step_uses_key: bool = False
     obs_from_state: bool = False
 
+    # -- identity ---------------------------------------------------------------
+
+    def _config_key(self):
+        """``(type, attributes)`` when every attribute is hashable, else ``None``."""
+        items = tuple(sorted(vars(self).items()))
+        try:
+            hash(items)
+        except TypeError:
+            return None
+        return type(self), items
+
+    def __eq__(self, other):
+        """Envs of the same class built with the same arguments are equal.
+
+        ``step`` and ``reset`` are jitted with ``self`` static, so equal envs
+        share their compiled code: calling ``make`` again (a re-run notebook
+        cell, a second family of the same env) does not compile again. An env
+        with an unhashable attribute is only equal to itself.
+        """
+        if self is other:
+            return True
+        if not isinstance(other, Environment):
+            return NotImplemented
+        key = self._config_key()
+        return key is not None and key == other._config_key()
+
+    def __hash__(self):
+        key = self._config_key()
+        return hash(key) if key is not None else object.__hash__(self)
+
     # -- public API -----------------------------------------------------------
 
     @partial(jax.jit, static_argnames=("self",))
