@@ -117,6 +117,8 @@ def test_evaluate_takes_step_sizes_per_call_and_per_curve(nav):
     assert not np.allclose(frozen["maml"], from_config["maml"])
     with pytest.raises(ValueError, match="unknown curves"):
         learner.evaluate(state, tasks, key, 1, {"mamll": (0.1,)})
+    with pytest.raises(ValueError, match="at least one step size"):
+        learner.evaluate(state, tasks, key, 1, ())
 
 
 def test_select_eval_lrs_picks_the_best_validation_size_per_step(nav):

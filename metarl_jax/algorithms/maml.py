@@ -379,6 +379,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         """
         n = num_episodes or config.eval_episodes
         lrs = eval_lrs if inner_lrs is None else inner_lrs
+        if len(lrs) == 0:
+            raise ValueError("inner_lrs must hold at least one step size, got an empty one")
         policy_params = meta_params["policy"]
         curve = []
         for k in range(num_steps + 1):
