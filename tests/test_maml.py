@@ -136,6 +136,10 @@ def test_select_eval_lrs_picks_the_best_validation_size_per_step(nav):
             # each score is the mean return after `step` steps, earlier steps at the chosen sizes
             curve = evaluate(state, tasks, key, step, list(chosen[:step - 1]) + [lr])["maml"]
             np.testing.assert_allclose(float(curve[:, step].mean()), score, rtol=1e-4)
+    # the pretrained parameter set reuses the compiled curves: no retrace
+    compiled = maml._mean_curve._cache_size()
+    maml.select_eval_lrs(learner, state.pretrained_params, tasks, key, 2, candidates)
+    assert maml._mean_curve._cache_size() == compiled
     for bad in (dict(num_steps=0), dict(candidates=()), dict(candidates=(0.1, -0.1))):
         args = dict(num_steps=1, candidates=candidates) | bad
         with pytest.raises(ValueError, match="num_steps|candidates"):

@@ -431,6 +431,19 @@ def make(config: Config, family, mesh=None) -> Learner:
                    sample=sample, meta_loss=meta_loss, config=config, family=family)
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _mean_curve(adapt, num_steps, meta_params, task_params, task_keys, lrs):
+    """Task-mean adaptation curve ``[num_steps + 1]`` with step sizes ``lrs``.
+
+    Module-level and jitted on ``(adapt, num_steps)``: every parameter set of
+    one learner (MAML, pretrained, random init) and every candidate share a
+    compilation, and no array is baked into the program as a constant.
+    """
+    curve = jax.vmap(adapt, in_axes=(None, 0, 0, None, None, None))(
+        meta_params, task_params, task_keys, num_steps, None, lrs)
+    return jnp.mean(curve, axis=0)
+
+
 def select_eval_lrs(learner: Learner, meta_params, task_params, key: jax.Array,
                     num_steps: int, candidates) -> tuple[tuple[float, ...], list[list[float]]]:
     """Choose the evaluation step size of each adaptation step on validation tasks.
@@ -458,16 +471,10 @@ def select_eval_lrs(learner: Learner, meta_params, task_params, key: jax.Array,
                          "(learn_inner_lr=True); evaluation step sizes are not used")
     num_tasks = jax.tree.leaves(task_params)[0].shape[0]
     task_keys = jax.random.split(key, num_tasks)
-
-    @partial(jax.jit, static_argnums=0)
-    def mean_curve(steps, lrs):
-        curve = jax.vmap(learner.adapt, in_axes=(None, 0, 0, None, None, None))(
-            meta_params, task_params, task_keys, steps, None, lrs)
-        return jnp.mean(curve, axis=0)
-
     chosen, scores = [], []
     for step in range(1, num_steps + 1):
-        row = [float(mean_curve(step, jnp.asarray(chosen + [c], jnp.float32))[step])
+        row = [float(_mean_curve(learner.adapt, step, meta_params, task_params, task_keys,
+                                 jnp.asarray(chosen + [c], jnp.float32))[step])
                for c in candidates]
         scores.append(row)
         chosen.append(candidates[max(range(len(row)), key=row.__getitem__)])
