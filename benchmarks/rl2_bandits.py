@@ -48,6 +48,8 @@ from rl2_tables import (BANDIT_COLUMNS, BANDIT_HEADERS, BANDIT_PLAYERS, BANDIT_P
 import metarl_jax
 from metarl_jax.algorithms import rl2
 from metarl_jax.baselines import bandits
+from metarl_jax.training.config import (ConfigError, config_from_dict, config_to_dict, merge,
+                                        parse_assignments)
 
 TUNED_BASELINES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                "baselines_tables.json")
@@ -220,18 +222,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, iterations: int,
 
 
 def apply_overrides(config: rl2.Config, overrides) -> rl2.Config:
-    """``config`` with ``--set key=value`` overrides; an unknown key raises naming it."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    changes = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
-    return dataclasses.replace(config, **changes)
+    """``config`` with ``--set key=value`` overrides, parsed, type-checked and validated
+    as the CLI's ``--set`` (an unknown key or a wrong type exits naming it)."""
+    try:
+        data = merge(config_to_dict(config), parse_assignments(overrides, "--set"))
+        return config_from_dict(type(config), data)
+    except ConfigError as err:
+        raise SystemExit(f"invalid override: {err}") from None
 
 
 def markdown(cells: dict) -> str:
