@@ -45,12 +45,15 @@ products, line search) is the reference's: one task at a time, as
 Float32 throughout; ``torch.set_num_threads(os.cpu_count())``.
 
 Usage: ``python benchmarks/torch_maml_reference.py [--kind navigation2d|bandit|both]
-[--repeats 3]``; from Python, :func:`time_meta_iteration`.
+[--repeats 3] [--out results.json]``; from Python, :func:`time_meta_iteration`.
+``benchmarks/maml_speed.py`` runs it in a subprocess (its own thread pool, no
+JAX in the process) and reports our speed relative to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -503,14 +506,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", default="both", choices=["navigation2d", "bandit", "both"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="also write the results (a JSON list) here")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     kinds = ["navigation2d", "bandit"] if args.kind == "both" else [args.kind]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, {platform.machine()}")
+    results = []
     for kind in kinds:
         r = time_meta_iteration(kind, args.repeats)
+        results.append(r)
         print(f"{kind:14s} {r['median_s']:8.3f} s/meta-iteration (median of {r['repeats']}: "
               + ", ".join(f"{t:.3f}" for t in r["times"]) + f"), {r['threads']} threads, "
               f"post-adaptation return {r['post_adaptation_return']:.3f}", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
