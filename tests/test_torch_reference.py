@@ -5,25 +5,33 @@ MAML-TRPO, used by ``benchmarks/maml_speed.py`` to time the PyTorch side in
 the same run. A timing comparison is only meaningful if both sides compute the
 same thing, so here both are given the same policy parameters (the flax
 params copied into the torch layout, kernels transposed) and the same fixed
-trajectories (sampled by the JAX learner), and must agree on:
+trajectories (observations, actions, rewards, masks; sampled by the port's
+vectorised environments), and must agree on:
 
-* the advantages (linear feature baseline, GAE, normalisation) of the train
-  and validation batches;
-* the adapted parameters after the inner step;
-* the meta-objective (``learner.meta_loss``) and its second-order gradient
-  with respect to the initial parameters;
+* the advantages (linear feature baseline, GAE, normalisation), both within
+  float32 rounding of a float64 solve of the baseline's normal equations;
+* the adapted parameters after the inner step (rtol 2e-4, atol 2e-6);
+* ``learner.meta_loss`` (the library's own re-adaptation) and its
+  second-order gradient with respect to the initial parameters, which is also
+  the gradient of the TRPO surrogate at the old parameters (rtol 1e-3,
+  atol 1e-5), and it differs from the first-order gradient;
 * the TRPO surrogate and the KL at other parameters (re-adapting inside);
 * the KL Hessian-vector product (torch: double backward of ``KL(new || old)``;
-  JAX: the Gauss-Newton product of ``KL(old || new)``: equal at the old
-  parameters, where both are the Fisher matrix) and the whole TRPO update.
+  JAX: the Gauss-Newton product of ``KL(old || new)``; equal at the old
+  parameters, where both are the Fisher matrix), and on the navigation case
+  the whole TRPO update (conjugate gradient, step scale, line search).
 
-Where the two differ by construction (episodes of unequal length are weighted
-per step in JAX and per episode in pytorch-maml-rl) a separate test pins the
-difference down. CI does not install torch, so this module skips there.
+From the learner comparisons on, both sides use the same (JAX) advantages, so
+each stage is compared on identical inputs. Where the two differ by
+construction (episodes of unequal length are weighted per step in JAX and per
+episode in pytorch-maml-rl) a separate test pins the difference down.
+
+CI does not install torch, so this module skips there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from collections import OrderedDict
@@ -41,6 +49,7 @@ from metarl_jax.networks import make_policy
 from metarl_jax.rl.baselines import linear_feature_baseline
 from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
 from metarl_jax.rl.trpo import gauss_newton_fvp, trpo_step
+from metarl_jax.rollout import Trajectory
 
 torch = pytest.importorskip("torch")
 
@@ -112,88 +121,147 @@ def assert_close(torch_tree, jax_tree, discrete, rtol=RTOL, atol=ATOL):
                                    rtol=rtol, atol=atol, err_msg=name)
 
 
+def perturbation(meta_params, scale, seed):
+    """A fixed random pytree like ``meta_params`` times ``scale``."""
+    flat, unravel = ravel_pytree(meta_params["policy"])
+    direction = np.random.default_rng(seed).normal(size=flat.shape).astype(np.float32)
+    return {"policy": unravel(scale * jnp.asarray(direction)), "inner_lr": None}
+
+
+def jax_side(config, policy, learner, meta_params, trajs, delta, vector, with_trpo=True):
+    """Everything the torch port is compared with, from metarl_jax's functions.
+
+    The pieces of ``maml.py``'s ``outer_step`` that are closures there are
+    rebuilt from the same pure functions (``policy.apply``, ``masked_mean``,
+    ``gauss_newton_fvp``, ``trpo_step``); ``learner.meta_loss`` (the library's
+    own re-adaptation) checks that they agree with the library.
+    """
+    (train, weights), (valid, adv) = trajs
+
+    def adapt(policy_params, tr, w):  # maml.py's inner_step (VPG)
+        def inner_loss(p):
+            return -masked_mean(policy.apply(p, tr.obs).log_prob(tr.action) * w, tr.valid)
+
+        grads = jax.grad(inner_loss)(policy_params)
+        return jax.tree.map(lambda p, g: p - config.inner_lr * g, policy_params, grads)
+
+    def adapted_dists(mp):
+        return jax.vmap(lambda tr, w, va: policy.apply(adapt(mp["policy"], tr, w), va.obs))(
+            train, weights, valid)
+
+    def log_prob(dists):
+        return jax.vmap(lambda d, a: d.log_prob(a))(dists, valid.action)
+
+    old_dists = jax.lax.stop_gradient(adapted_dists(meta_params))
+    old_logp = log_prob(old_dists)
+
+    def surrogate(mp):  # as in outer_step
+        return -masked_mean(jnp.exp(log_prob(adapted_dists(mp)) - old_logp) * adv, valid.valid)
+
+    def kl_of_dist(dist):  # as in outer_step: KL(old || new)
+        return masked_mean(jax.vmap(lambda od, nd: od.kl(nd))(old_dists, dist), valid.valid)
+
+    meta_loss, meta_grad = jax.value_and_grad(learner.meta_loss)(meta_params, trajs)
+    moved = jax.tree.map(lambda a, b: a + b, meta_params, delta)
+    new_dists = adapted_dists(moved)
+    fvp = gauss_newton_fvp(adapted_dists, kl_of_dist, meta_params)
+    new_params, info = meta_params, None
+    if with_trpo:
+        new_params, info = trpo_step(
+            surrogate, lambda mp: kl_of_dist(adapted_dists(mp)), meta_params,
+            max_kl=config.max_kl, damping=config.cg_damping, cg_iters=config.cg_iters,
+            backtrack_ratio=config.line_search_backtrack,
+            max_backtracks=config.line_search_steps, line_search="sequential",
+            fisher_vector_product=fvp)
+    return dict(
+        adapted=jax.vmap(adapt, in_axes=(None, 0, 0))(meta_params["policy"], train, weights),
+        meta_loss=meta_loss, meta_grad=meta_grad["policy"],
+        surrogate_at_old=surrogate(meta_params), surrogate_moved=surrogate(moved),
+        kl_new_old_moved=masked_mean(jax.vmap(lambda n, o: n.kl(o))(new_dists, old_dists),
+                                     valid.valid),
+        kl_old_new_moved=kl_of_dist(new_dists), fvp=fvp(vector)["policy"],
+        trpo_params=new_params["policy"], trpo_info=info)
+
+
+def to_trajectory(episodes):
+    """The port's ``[T, M, E, ...]`` Episodes -> a JAX Trajectory ``[M, E, T, ...]``."""
+    def mt(x):
+        return jnp.asarray(np.moveaxis(x.numpy(), 0, 2))
+
+    valid = mt(episodes.mask) > 0
+    length = jnp.sum(valid, axis=-1, keepdims=True)
+    last = jnp.arange(valid.shape[-1]) == length - 1
+    terminated = last & (length < valid.shape[-1])  # ended before the horizon: reached
+    zeros = jnp.zeros(valid.shape, jnp.float32)
+    return Trajectory(obs=mt(episodes.observations), action=mt(episodes.actions),
+                      reward=mt(episodes.rewards), terminated=terminated,
+                      truncated=last & ~terminated, valid=valid, log_prob=zeros,
+                      next_obs=jnp.zeros_like(mt(episodes.observations)))
+
+
+def jax_advantages(config):
+    """maml.py's ``advantages`` (linear feature baseline, GAE, normalised), per task."""
+    def advantages(traj):
+        returns = discounted_returns(traj.reward, traj.valid, config.gamma)
+        values = linear_feature_baseline(traj.obs, returns, traj.valid)
+        next_values = jnp.concatenate(
+            [values[:, 1:] * traj.valid[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
+        adv, _ = gae(traj.reward, values, next_values, traj.terminated, traj.valid,
+                     config.gamma, config.gae_lambda)
+        return normalize_advantages(adv, traj.valid)
+
+    return jax.jit(jax.vmap(advantages))
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def setup(request):
+    """Same parameters, same fixed trajectories, both implementations.
+
+    The trajectories are sampled by the port's vectorised environments (as the
+    benchmark does: train batch with the initial policy, validation batch with
+    the first-order adapted one); both sides then compute on them.
+    """
     case = CASES[request.param]
     name, kwargs = case["family"]
     family = metarl_jax.make(name, **kwargs)
     config = maml.Config(outer_optimizer="trpo", train_pretrained=False, **case["config"])
     learner = maml.make(config, family)
     state = learner.init(jax.random.PRNGKey(0))
-    tasks = family.sample(jax.random.PRNGKey(1), config.meta_batch_size, "train")
-    trajs = jax.jit(learner.sample)(state.meta_params, tasks, jax.random.PRNGKey(2))
-    env = family.env
-    policy = make_policy(env.action_space(env.default_params), config.hidden_sizes,
-                         config.activation, config.init_log_std)
     discrete = request.param == "bandit"
     # the torch learner at the same parameters, same hyperparameters
     tconf = dict(ref.CONFIGS[case["kind"]], meta_batch_size=config.meta_batch_size,
                  batch_size=config.inner_episodes)
-    learner_t = ref.MAMLTRPO(tconf)
+    learner_t = ref.MAMLTRPO(tconf, seed=1)
     learner_t.params = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in
                                    flax_to_torch(state.meta_params["policy"], discrete).items())
-    # the learner comparisons get identical advantages (JAX's); the advantage
-    # pipelines themselves are compared in test_advantages_match
-    train, valid = to_episodes(trajs[0][0]), to_episodes(trajs[1][0])
+    train, valid = learner_t.sample(learner_t.sample_tasks(config.meta_batch_size))
+    advantages = jax_advantages(config)
+    trajs = [(traj, advantages(traj)) for traj in (to_trajectory(train), to_trajectory(valid))]
+    # the port's own advantages (compared in test_advantages_match); the learner
+    # comparisons get identical advantages (JAX's)
+    ported = [train.advantages.numpy().copy(), valid.advantages.numpy().copy()]
     train.advantages = torch.tensor(tm_np(trajs[0][1]).copy())
     valid.advantages = torch.tensor(tm_np(trajs[1][1]).copy())
-    return dict(config=config, learner=learner, state=state, trajs=trajs, policy=policy,
-                adapted_dists=_adapted_dists_fn(config, policy),
-                discrete=discrete, learner_t=learner_t, train=train, valid=valid,
-                num_tasks=config.meta_batch_size)
+    env = family.env
+    policy = make_policy(env.action_space(env.default_params), config.hidden_sizes,
+                         config.activation, config.init_log_std)
+    delta = perturbation(state.meta_params, 0.02, seed=3)
+    vector = perturbation(state.meta_params, 1.0, seed=4)
+    with_trpo = not discrete  # the whole update is compared on the navigation case
+    jax_out = jax.jit(lambda mp, tr, d, v: jax_side(config, policy, learner, mp, tr, d, v,
+                                                    with_trpo))(
+        state.meta_params, trajs, delta, vector)
+    return dict(config=config, state=state, trajs=trajs, jax=jax_out, discrete=discrete,
+                learner_t=learner_t, train=train, valid=valid, num_tasks=config.meta_batch_size,
+                ported_advantages=ported, delta=flax_to_torch(delta["policy"], discrete),
+                vector=flax_to_torch(vector["policy"], discrete), with_trpo=with_trpo)
 
 
-# -- the JAX side, from metarl_jax's pure functions ----------------------------------
-
-
-def jax_adapt(s, policy_params, traj, weights):
-    """maml's inner VPG step on one task's fixed batch (its ``inner_step``)."""
-    def inner_loss(p):
-        logp = s["policy"].apply(p, traj.obs).log_prob(traj.action)
-        return -masked_mean(logp * weights, traj.valid)
-
-    grads = jax.grad(inner_loss)(policy_params)
-    return jax.tree.map(lambda p, g: p - s["config"].inner_lr * g, policy_params, grads)
-
-
-def jax_adapted_dists(s, meta_params):
-    """The adapted policies' distributions on the validation batch, per task."""
-    return s["adapted_dists"](meta_params, s["trajs"])
-
-
-def _adapted_dists_fn(config, policy):
-    def adapted_dists(meta_params, trajs):
-        (train, weights), (valid, _) = trajs
-
-        def per_task(tr, w, va):
-            adapted = jax_adapt({"policy": policy, "config": config}, meta_params["policy"], tr, w)
-            return policy.apply(adapted, va.obs)
-
-        return jax.vmap(per_task)(train, weights, valid)
-
-    return jax.jit(adapted_dists)
-
-
-def jax_surrogate(s, meta_params, old_logp):
-    """maml's TRPO surrogate ``-mean(exp(logp' - logp'_old) A)`` (as in ``outer_step``)."""
-    valid, adv = s["trajs"][-1]
-    logp = jax.vmap(lambda d, a: d.log_prob(a))(jax_adapted_dists(s, meta_params), valid.action)
-    return -masked_mean(jnp.exp(logp - old_logp) * adv, valid.valid)
-
-
-def perturbed(s, scale=0.02, seed=3):
-    """Meta-parameters moved by a fixed random direction (JAX and torch copies)."""
-    flat, unravel = ravel_pytree(s["state"].meta_params["policy"])
-    direction = np.random.default_rng(seed).normal(size=flat.shape).astype(np.float32)
-    new = {"policy": unravel(flat + scale * jnp.asarray(direction)), "inner_lr": None}
-    return new, flax_to_torch(new["policy"], s["discrete"])
-
-
-def torch_step_loss_kl(s, params, old_pis=None):
+def torch_loss_kl(s, params, old_pis=None):
     """The port's task-mean surrogate and KL at ``params`` (re-adapting every task)."""
     lt = s["learner_t"]
     saved = lt.params
-    lt.params = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in params.items())
+    lt.params = params
     try:
         out = [lt.surrogate_loss(s["train"].task(m), s["valid"].task(m),
                                  old_pi=None if old_pis is None else old_pis[m])
@@ -204,14 +272,37 @@ def torch_step_loss_kl(s, params, old_pis=None):
     return sum(losses) / len(out), sum(kls) / len(out), pis
 
 
+def torch_logp_loss(s, first_order=False):
+    """The port's ``-mean(log pi'(a) A)`` over tasks (what ``learner.meta_loss`` is)."""
+    lt, total = s["learner_t"], 0.0
+    for m in range(s["num_tasks"]):
+        train, valid = s["train"].task(m), s["valid"].task(m)
+        adapted = lt.adapt(train, first_order=first_order)
+        logp = lt.policy(adapted, valid.observations).log_prob(valid.actions)
+        total = total - ref.weighted_mean(logp * valid.advantages, valid.mask,
+                                          valid.lengths).mean()
+    return total / s["num_tasks"]
+
+
+def flat_grad(loss, params):
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([torch.zeros(p.numel()) if g is None else g.reshape(-1)
+                      for p, g in zip(params, grads)])
+
+
+def unflat(s, vector):
+    params = s["learner_t"].params
+    pieces = torch.split(vector, [p.numel() for p in params.values()])
+    return OrderedDict((k, t.view_as(p)) for (k, p), t in zip(params.items(), pieces))
+
+
 # -- tests ---------------------------------------------------------------------------
 
 
 def test_configs_match_maml_speed():
     speed = _load("maml_speed")
-    defaults = maml.Config()
     for kind, ours in (("navigation2d", speed.NAV), ("bandit", speed.BANDIT)):
-        c = {**dataclasses_asdict(defaults), **ours}
+        c = dataclasses.asdict(maml.Config(**ours))
         t = ref.CONFIGS[kind]
         assert (t["meta_batch_size"], t["batch_size"], t["horizon"], t["num_steps"]) == (
             c["meta_batch_size"], c["inner_episodes"], c["horizon"], c["num_inner_steps"])
@@ -222,13 +313,9 @@ def test_configs_match_maml_speed():
             c["gamma"], c["gae_lambda"], c["max_kl"], c["cg_iters"], c["cg_damping"],
             c["line_search_steps"], c["line_search_backtrack"])
         assert c["normalize_advantages"] and c["inner_estimator"] == "vpg"
+        assert c["init_log_std"] == 0.0  # pytorch-maml-rl's init_std=1
         assert not c["first_order"] and not c["learn_inner_lr"]
     assert ref.CONFIGS["bandit"]["arms"] == 10
-
-
-def dataclasses_asdict(config):
-    import dataclasses
-    return dataclasses.asdict(config)
 
 
 def test_all_episodes_full_length(setup):
@@ -246,18 +333,16 @@ def test_advantages_match(setup):
     navigation case, JAX is about 1e-4 and the torch port about 5e-4 from a
     float64 solve of the same equations. Both are checked against float64.
     """
-    for traj, weights in setup["trajs"]:
+    gamma, lam = setup["config"].gamma, setup["config"].gae_lambda
+    for (traj, weights), ported in zip(setup["trajs"], setup["ported_advantages"]):
         ours = tm_np(weights)
-        ported = ref.compute_advantages(to_episodes(traj), setup["config"].gamma,
-                                        setup["config"].gae_lambda).numpy()
+        episodes = to_episodes(traj)
+        np.testing.assert_allclose(ref.compute_advantages(episodes, gamma, lam).numpy(), ported)
         torch.set_default_dtype(torch.float64)
         try:
-            episodes = to_episodes(traj)
-            for name in ("observations", "rewards", "mask"):
+            for name in ("observations", "rewards", "mask", "lengths"):
                 setattr(episodes, name, getattr(episodes, name).double())
-            episodes.lengths = episodes.lengths.double()
-            exact = ref.compute_advantages(episodes, setup["config"].gamma,
-                                           setup["config"].gae_lambda).numpy()
+            exact = ref.compute_advantages(episodes, gamma, lam).numpy()
         finally:
             torch.set_default_dtype(torch.float32)
         np.testing.assert_allclose(ours, exact, atol=5e-4)
@@ -267,133 +352,87 @@ def test_advantages_match(setup):
 
 def test_adapted_params_match(setup):
     s = setup
-    (train, weights), _ = s["trajs"]
     for m in range(s["num_tasks"]):
-        task = jax.tree.map(lambda x: x[m], train)
-        expected = jax_adapt(s, s["state"].meta_params["policy"], task, weights[m])
         adapted = s["learner_t"].adapt(s["train"].task(m))  # second order (create_graph)
-        assert_close(adapted, expected, s["discrete"])
+        assert_close(adapted, jax.tree.map(lambda x: x[m], s["jax"]["adapted"]), s["discrete"])
 
 
 def test_meta_loss_and_second_order_gradient_match(setup):
-    s = setup
-    meta_params, trajs = s["state"].meta_params, s["trajs"]
-    loss, grads = jax.jit(jax.value_and_grad(s["learner"].meta_loss))(meta_params, trajs)
-    # the library's readaptation is the one recomputed here from its pieces
-    old_logp = jax.lax.stop_gradient(jax.vmap(lambda d, a: d.log_prob(a))(
-        jax_adapted_dists(s, meta_params), trajs[-1][0].action))
-    np.testing.assert_allclose(float(jax_surrogate(s, meta_params, old_logp)),
-                               -float(masked_mean(trajs[-1][1], trajs[-1][0].valid)), atol=1e-6)
-    lt = s["learner_t"]
-    params = list(lt.params.values())
-    surrogate, logp_loss = 0.0, 0.0
-    for m in range(s["num_tasks"]):
-        train, valid = s["train"].task(m), s["valid"].task(m)
-        adapted = lt.adapt(train)
-        logp = lt.policy(adapted, valid.observations).log_prob(valid.actions)
-        logp_loss = logp_loss - ref.weighted_mean(logp * valid.advantages, valid.mask,
-                                                  valid.lengths).mean()
-        surrogate = surrogate + lt.surrogate_loss(train, valid)[0]
-    logp_loss, surrogate = logp_loss / s["num_tasks"], surrogate / s["num_tasks"]
-    np.testing.assert_allclose(logp_loss.item(), float(loss), rtol=RTOL, atol=1e-6)
-    # the TRPO surrogate's gradient at the old parameters is the meta-gradient
-    so_grads = None
-    for torch_loss in (logp_loss, surrogate):
-        torch_grads = torch.autograd.grad(torch_loss, params)
-        so_grads = torch_grads if so_grads is None else so_grads
-        assert_close(OrderedDict(zip(lt.params, torch_grads)), grads["policy"], s["discrete"],
-                     rtol=1e-3, atol=1e-5)
+    s, out = setup, setup["jax"]
+    valid, adv = s["trajs"][-1]
+    # the surrogate rebuilt here is the library's: at the old parameters it is
+    # -mean(A), and its gradient is learner.meta_loss's (checked just below)
+    np.testing.assert_allclose(float(out["surrogate_at_old"]),
+                               -float(masked_mean(adv, valid.valid)), atol=1e-6)
+    params = list(s["learner_t"].params.values())
+    logp_loss = torch_logp_loss(s)
+    np.testing.assert_allclose(logp_loss.item(), float(out["meta_loss"]), rtol=RTOL, atol=1e-6)
+    surrogate = torch_loss_kl(s, s["learner_t"].params)[0]
+    second_order = flat_grad(logp_loss, params)
+    for grads in (second_order, flat_grad(surrogate, params)):
+        assert_close(unflat(s, grads), out["meta_grad"], s["discrete"], rtol=1e-3, atol=1e-5)
     if s["discrete"]:
         # the bandit's observation is a constant 0 and biases start at 0, so every
-        # ReLU unit is at 0 (zero derivative): the policy is softmax(last bias),
+        # ReLU unit sits at 0 (zero derivative): the policy is softmax(last bias),
         # whose log-prob Hessian does not depend on the action, and the inner
         # loss's Hessian is mean(advantage) x that = 0 (normalised advantages).
-        # The second-order term vanishes; nothing more to check.
+        # The second-order term vanishes here, in both implementations.
         return
     # and it is second order: the first-order gradient is measurably different
-    fo = 0.0
-    for m in range(s["num_tasks"]):
-        train, valid = s["train"].task(m), s["valid"].task(m)
-        adapted = lt.adapt(train, first_order=True)
-        logp = lt.policy(adapted, valid.observations).log_prob(valid.actions)
-        fo = fo - ref.weighted_mean(logp * valid.advantages, valid.mask, valid.lengths).mean()
-    fo_grads = torch.autograd.grad(fo / s["num_tasks"], params, allow_unused=True)
-    so = np.concatenate([g.reshape(-1).numpy() for g in so_grads])
-    fo_flat = np.concatenate([np.zeros(p.numel()) if g is None else g.reshape(-1).numpy()
-                              for p, g in zip(params, fo_grads)])
-    assert np.linalg.norm(so - fo_flat) > 1e-3 * np.linalg.norm(so)
+    first_order = flat_grad(torch_logp_loss(s, first_order=True), params)
+    assert torch.norm(second_order - first_order) > 1e-3 * torch.norm(second_order)
 
 
 def test_surrogate_and_kl_at_other_parameters_match(setup):
-    s = setup
-    meta_params = s["state"].meta_params
-    valid = s["trajs"][-1][0]
-    old_dists = jax.lax.stop_gradient(jax_adapted_dists(s, meta_params))
-    old_logp = jax.vmap(lambda d, a: d.log_prob(a))(old_dists, valid.action)
-    new_jax, new_torch = perturbed(s)
-    _, _, old_pis = torch_step_loss_kl(s, s["learner_t"].params)
-    loss_t, kl_t, _ = torch_step_loss_kl(s, new_torch, old_pis)
-    new_dists = jax_adapted_dists(s, new_jax)
-    loss_j = jax_surrogate(s, new_jax, old_logp)
-    kl_new_old = masked_mean(jax.vmap(lambda n, o: n.kl(o))(new_dists, old_dists), valid.valid)
-    kl_old_new = masked_mean(jax.vmap(lambda o, n: o.kl(n))(old_dists, new_dists), valid.valid)
-    assert float(kl_new_old) > 1e-5  # the perturbation moved the adapted policy
-    np.testing.assert_allclose(loss_t.item(), float(loss_j), rtol=1e-3, atol=1e-5)
-    # pytorch-maml-rl's KL is KL(new || old); maml.py constrains KL(old || new)
-    np.testing.assert_allclose(kl_t.item(), float(kl_new_old), rtol=1e-3, atol=1e-7)
-    np.testing.assert_allclose(kl_t.item(), float(kl_old_new), rtol=0.2)
+    s, out = setup, setup["jax"]
+    _, _, old_pis = torch_loss_kl(s, s["learner_t"].params)
+    moved = OrderedDict((k, (p + s["delta"][k]).detach().requires_grad_(True))
+                        for k, p in s["learner_t"].params.items())
+    loss_t, kl_t, _ = torch_loss_kl(s, moved, old_pis)
+    assert float(out["kl_new_old_moved"]) > 1e-5  # the move changed the adapted policy
+    np.testing.assert_allclose(loss_t.item(), float(out["surrogate_moved"]), rtol=1e-3,
+                               atol=1e-5)
+    # pytorch-maml-rl's KL is KL(new || old); maml.py constrains KL(old || new):
+    # equal to second order in the step, not equal
+    np.testing.assert_allclose(kl_t.item(), float(out["kl_new_old_moved"]), rtol=1e-3,
+                               atol=1e-7)
+    np.testing.assert_allclose(kl_t.item(), float(out["kl_old_new_moved"]), rtol=0.2)
 
 
 def test_kl_hessian_vector_product_and_trpo_update_match(setup):
-    s = setup
-    config, meta_params = s["config"], s["state"].meta_params
-    valid = s["trajs"][-1][0]
-    old_dists = jax.lax.stop_gradient(jax_adapted_dists(s, meta_params))
-    old_logp = jax.vmap(lambda d, a: d.log_prob(a))(old_dists, valid.action)
-
-    def kl_of_dist(dist):  # as maml.py's outer_step
-        return masked_mean(jax.vmap(lambda od, nd: od.kl(nd))(old_dists, dist), valid.valid)
-
-    fvp = gauss_newton_fvp(lambda mp: jax_adapted_dists(s, mp), kl_of_dist, meta_params)
-    vector_jax, _ = perturbed(s, scale=1.0, seed=4)
-    vector_jax = jax.tree.map(lambda a, b: a - b, vector_jax, meta_params)
-    expected = fvp(vector_jax)["policy"]
-
-    lt = s["learner_t"]
-    out = [lt.surrogate_loss(s["train"].task(m), s["valid"].task(m))
-           for m in range(s["num_tasks"])]
-    old_kl = sum(o[1] for o in out) / len(out)
+    s, out, lt = setup, setup["jax"], setup["learner_t"]
+    _, old_kl, _ = torch_loss_kl(s, lt.params)
     hvp = lt.hessian_vector_product(old_kl, damping=0.0)
-    vector_t = ref._flat(list(flax_to_torch(vector_jax["policy"], s["discrete"]).values()))
-    product = hvp(vector_t)
-    sizes = [p.numel() for p in lt.params.values()]
-    pieces = OrderedDict((k, t.view_as(p)) for (k, p), t in
-                         zip(lt.params.items(), torch.split(product, sizes)))
-    scale = max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(expected))
-    assert_close(pieces, expected, s["discrete"], rtol=1e-3, atol=1e-4 * scale)
+    product = hvp(ref._flat(list(s["vector"].values())))
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(out["fvp"]))
+    assert_close(unflat(s, product), out["fvp"], s["discrete"], rtol=1e-3, atol=1e-4 * scale)
 
-    # the whole TRPO update (same CG, step scale and line search)
-    new_params, info = jax.jit(lambda mp: trpo_step(
-        lambda mp: jax_surrogate(s, mp, old_logp), lambda mp: kl_of_dist(jax_adapted_dists(s, mp)),
-        meta_params, max_kl=config.max_kl, damping=config.cg_damping, cg_iters=config.cg_iters,
-        backtrack_ratio=config.line_search_backtrack, max_backtracks=config.line_search_steps,
-        line_search="sequential",
-        fisher_vector_product=gauss_newton_fvp(lambda p: jax_adapted_dists(s, p), kl_of_dist, mp)))(
-        meta_params)
+    if not s["with_trpo"]:
+        return
+    # the whole TRPO update: CG direction, step scale, line search
+    info = out["trpo_info"]
+    old = ref._flat([p.detach().clone() for p in lt.params.values()])
     logs = lt.step(s["train"], s["valid"])
     try:
+        assert float(info["step_fraction"]) > 0  # a step was taken
         assert logs["step_fraction"] == pytest.approx(float(info["step_fraction"]), rel=1e-5)
         np.testing.assert_allclose(logs["loss_before"], float(info["loss_before"]), atol=1e-6)
-        old = flax_to_torch(meta_params["policy"], s["discrete"])
-        new = flax_to_torch(new_params["policy"], s["discrete"])
-        for k, p in lt.params.items():
-            step_t = p.detach().numpy() - old[k].numpy()
-            step_j = new[k].numpy() - old[k].numpy()
-            np.testing.assert_allclose(step_t, step_j, rtol=2e-2,
-                                       atol=2e-2 * np.abs(step_j).max() + 1e-8, err_msg=k)
+        # CG with damping 1e-5 on a nearly singular Fisher amplifies rounding:
+        # here each float32 step is ~20% away from a float64 run of the port,
+        # while the two float32 implementations agree to ~1%; and the
+        # loss after the step (about g . step) agrees to the same ~1%
+        step_t = (ref._flat(list(lt.params.values())).detach() - old).numpy()
+        step_j = (ref._flat(list(flax_to_torch(out["trpo_params"], s["discrete"]).values()))
+                  - old).numpy()
+        rel = np.linalg.norm(step_t - step_j) / np.linalg.norm(step_j)
+        cosine = step_t @ step_j / (np.linalg.norm(step_t) * np.linalg.norm(step_j))
+        print(f"TRPO step: relative difference {rel:.2e}, cosine {cosine:.6f}, loss after "
+              f"{logs['loss_after']:.6f} (torch) {float(info['loss_after']):.6f} (JAX)")
+        assert rel < 3e-2 and cosine > 0.999
+        np.testing.assert_allclose(logs["loss_after"], float(info["loss_after"]), rtol=3e-2,
+                                   atol=1e-5)
     finally:  # leave the shared learner at the old parameters
-        lt._set_params(ref._flat(list(flax_to_torch(meta_params["policy"],
-                                                    s["discrete"]).values())))
+        lt._set_params(old)
 
 
 def test_unequal_episode_lengths_weighting_differs():
@@ -404,37 +443,35 @@ def test_unequal_episode_lengths_weighting_differs():
     (``weighted_mean(lengths)``), in the advantage normalisation, the inner
     loss, the surrogate and the KL. Same raw GAE advantages either way.
     """
-    family = metarl_jax.make("navigation2d")
-    config = maml.Config(meta_batch_size=1, inner_episodes=6, horizon=20, hidden_sizes=(8,))
-    learner = maml.make(config, family)
-    state = learner.init(jax.random.PRNGKey(0))
-    tasks = family.sample(jax.random.PRNGKey(1), 1, "train")
-    traj = jax.tree.map(lambda x: x[0], learner.sample(state.meta_params, tasks,
-                                                       jax.random.PRNGKey(2))[0][0])
+    rng = np.random.default_rng(0)
     lengths = np.array([20, 20, 5, 12, 20, 3])
-    valid = jnp.asarray(np.arange(20)[None, :] < lengths[:, None])
-    terminated = jnp.asarray(np.arange(20)[None, :] == (lengths[:, None] - 1)) & (
-        jnp.asarray(lengths[:, None] < 20))
-    traj = traj.replace(valid=valid, terminated=terminated,
-                        reward=jnp.where(valid, traj.reward, 0.0),
-                        obs=jnp.where(valid[..., None], traj.obs, 0.0))
-    # the JAX library's advantage pipeline (maml.py's ``advantages``)
-    returns = discounted_returns(traj.reward, traj.valid, config.gamma)
-    values = linear_feature_baseline(traj.obs, returns, traj.valid)
-    next_values = jnp.concatenate([values[:, 1:] * traj.valid[:, 1:],
-                                   jnp.zeros_like(values[:, :1])], axis=1)
-    raw, _ = gae(traj.reward, values, next_values, traj.terminated, traj.valid,
-                 config.gamma, config.gae_lambda)
-    adv_jax = np.asarray(normalize_advantages(raw, traj.valid))
-    episodes = to_episodes(jax.tree.map(lambda x: x[None], traj))
-    adv_t = ref.compute_advantages(episodes, config.gamma, config.gae_lambda)[:, 0].numpy().T
-    raw, v = np.asarray(raw), np.asarray(valid)
-    step_mean = raw[v].mean()
-    step_std = np.sqrt(np.mean((raw[v] - step_mean) ** 2))
-    np.testing.assert_allclose(adv_jax, np.where(v, (raw - step_mean) / (step_std + 1e-8), 0),
+    steps = np.arange(20)[None, :]
+    valid = steps < lengths[:, None]
+    terminated = (steps == lengths[:, None] - 1) & (lengths[:, None] < 20)
+    obs = np.where(valid[..., None], rng.uniform(-0.5, 0.5, (6, 20, 2)), 0).astype(np.float32)
+    reward = np.where(valid, -rng.uniform(0, 1, (6, 20)), 0).astype(np.float32)
+    gamma, lam = 0.99, 1.0
+
+    @jax.jit
+    def jax_advantages(obs, reward, terminated, valid):  # maml.py's ``advantages``
+        returns = discounted_returns(reward, valid, gamma)
+        values = linear_feature_baseline(obs, returns, valid)
+        next_values = jnp.concatenate([values[:, 1:] * valid[:, 1:],
+                                       jnp.zeros_like(values[:, :1])], axis=1)
+        raw, _ = gae(reward, values, next_values, terminated, valid, gamma, lam)
+        return raw, normalize_advantages(raw, valid)
+
+    raw, adv_jax = (np.asarray(x) for x in jax_advantages(obs, reward, terminated, valid))
+    episodes = ref.Episodes(torch.tensor(obs).permute(1, 0, 2)[:, None],
+                            torch.zeros(20, 1, 6, 2), torch.tensor(reward).T[:, None],
+                            torch.tensor(valid, dtype=torch.float32).T[:, None])
+    adv_t = ref.compute_advantages(episodes, gamma, lam)[:, 0].numpy().T
+    step_mean = raw[valid].mean()
+    step_std = np.sqrt(np.mean((raw[valid] - step_mean) ** 2))
+    np.testing.assert_allclose(adv_jax, np.where(valid, (raw - step_mean) / (step_std + 1e-8), 0),
                                rtol=1e-4, atol=1e-5)
     episode_mean = np.mean([raw[i, :n].mean() for i, n in enumerate(lengths)])
-    centred = np.where(v, raw - episode_mean, 0)
+    centred = np.where(valid, raw - episode_mean, 0)
     episode_std = np.sqrt(np.mean([np.mean(centred[i, :n] ** 2) for i, n in enumerate(lengths)]))
-    np.testing.assert_allclose(adv_t, centred / (episode_std + 1e-8), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(adv_t, centred / (episode_std + 1e-8), rtol=1e-3, atol=1e-4)
     assert np.abs(adv_t - adv_jax).max() > 1e-2
