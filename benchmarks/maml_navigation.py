@@ -70,11 +70,14 @@ def main():
     stem = "maml_navigation"
     if args.inner_lr != 0.1:
         stem += f"_lr{args.inner_lr:g}"
+    if args.meta_batch_size != 20:
+        stem += f"_mb{args.meta_batch_size}"
     if args.seed != 0:
         stem += f"_seed{args.seed}"
     write(result, stem, PUBLISHED,
           f"MAML 2D navigation, 40 held-out goals (inner lr {args.inner_lr:g}, "
-          f"eval lrs {', '.join(f'{x:g}' for x in args.eval_lrs)}, seed {args.seed})")
+          f"eval lrs {', '.join(f'{x:g}' for x in args.eval_lrs)}, meta-batch {args.meta_batch_size}, "
+          f"seed {args.seed})")
 
 
 if __name__ == "__main__":
