@@ -35,8 +35,8 @@ speed ratio against it is conservative):
 * the baseline fit, GAE and normalisation run batched over tasks, and the
   reference's per-episode Python masking loops (``weighted_mean``) are
   replaced by mask products (same numbers);
-* distribution argument validation is off (torch < 1.8's default, which the
-  reference was written for).
+* distribution argument validation is off (the default of torch before 1.8;
+  newer torch validates, which costs a little per distribution built).
 
 The learner's autograd work (per-task adaptation, surrogate, KL Hessian-vector
 products, line search) is the reference's: one task at a time, as
