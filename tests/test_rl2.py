@@ -70,6 +70,35 @@ def test_config_rejects_bad_values(field, value):
         rl2.Config(**{field: value})
 
 
+@pytest.mark.parametrize("value", [(0,), (16, -1), [16], (2.5,), (True,)])
+def test_config_rejects_bad_head_sizes(value):
+    with pytest.raises(ValueError, match="head_hidden_sizes"):
+        rl2.Config(head_hidden_sizes=value)
+
+
+def test_mlp_heads_read_gru_output_and_current_input():
+    """Default: the paper's linear heads; with head_hidden_sizes, one ReLU MLP per head on
+    [GRU output, input], so the logits depend on the input beyond the GRU update."""
+    linear = rl2.RL2Network(hidden_size=8, action_dim=3, discrete=True)
+    mlp = rl2.RL2Network(hidden_size=8, action_dim=3, discrete=True, head_hidden_sizes=(16, 4))
+    hidden, inputs = jnp.zeros((8,)), jnp.ones((5,))
+    linear_params = linear.init(jax.random.PRNGKey(0), hidden, inputs)["params"]
+    mlp_params = mlp.init(jax.random.PRNGKey(0), hidden, inputs)["params"]
+    assert set(linear_params) == {"gru", "policy", "value"}
+    assert set(mlp_params) == {"gru", "policy", "value", "policy_hidden_0", "policy_hidden_1",
+                               "value_hidden_0", "value_hidden_1"}
+    assert mlp_params["policy_hidden_0"]["kernel"].shape == (8 + 5, 16)
+    assert mlp_params["policy"]["kernel"].shape == (4, 3)
+    # the head's kernel rows for the input act on the input directly: perturbing them
+    # changes the logits even though the GRU (and its output) are unchanged
+    bumped = jax.tree.map(lambda x: x, mlp_params)
+    bumped["policy_hidden_0"]["kernel"] = bumped["policy_hidden_0"]["kernel"].at[8:].add(1.0)
+    _, dist, value = mlp.apply({"params": mlp_params}, hidden, inputs)
+    _, dist2, value2 = mlp.apply({"params": bumped}, hidden, inputs)
+    assert not np.allclose(dist.logits, dist2.logits)
+    np.testing.assert_allclose(value, value2)  # the value head has its own layers
+
+
 def test_config_minibatches_must_divide_batch():
     with pytest.raises(ValueError, match="num_minibatches"):
         rl2.Config(meta_batch_size=10, num_minibatches=4)

@@ -66,6 +66,8 @@ class Config:
     horizon: int | None = None         # steps per episode; None: the env's default
     meta_batch_size: int = 1024        # tasks per iteration, one trial each
     hidden_size: int = 256             # GRU units (the paper: 256)
+    head_hidden_sizes: tuple[int, ...] = ()  # ReLU layers of the policy and value heads
+                                       # on [GRU output, current input]; (): linear heads
     bptt_length: int | None = None     # truncated-BPTT chunk length; None: whole trial
     num_epochs: int = 4                # PPO epochs per iteration
     num_minibatches: int = 4           # minibatches per epoch (over trials or chunks)
@@ -85,6 +87,11 @@ class Config:
         for name in ("trial_episodes", "meta_batch_size", "hidden_size", "num_epochs",
                      "num_minibatches"):
             _check_positive_int(name, getattr(self, name))
+        if not isinstance(self.head_hidden_sizes, tuple) or any(
+                isinstance(h, bool) or not isinstance(h, int) or h < 1
+                for h in self.head_hidden_sizes):
+            raise ValueError("head_hidden_sizes must be a tuple of positive integers, got "
+                             f"{self.head_hidden_sizes!r}")
         for name in ("horizon", "bptt_length", "eval_episodes"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -110,22 +117,37 @@ class RL2Network(nn.Module):
     """GRU policy and value network of RL² (Duan et al. 2016, Sec. 3).
 
     ``__call__(hidden [..., H], inputs [..., in]) -> (hidden', dist, value [...])``:
-    one step of a GRU (``flax.linen.GRUCell``) shared by a linear policy head
+    one step of a GRU (``flax.linen.GRUCell``) shared by a policy head
     (categorical logits, or the mean of a diagonal Gaussian with a learned
-    state-independent ``log_std``) and a linear value head.
+    state-independent ``log_std``) and a value head. The heads are linear on
+    the GRU output (the paper's network) unless ``head_hidden_sizes`` is
+    non-empty: then each head is its own ReLU MLP on the GRU output
+    concatenated with the current input, which lets the action depend on the
+    current state and the memory jointly rather than through one GRU update
+    (a tabular MDP's best action is such a function).
     """
 
     hidden_size: int
     action_dim: int
     discrete: bool
+    head_hidden_sizes: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, hidden: jax.Array, inputs: jax.Array):
         hidden, features = nn.GRUCell(self.hidden_size, name="gru")(hidden, inputs)
+        policy_features = value_features = features
+        if self.head_hidden_sizes:
+            joint = jnp.concatenate([features, inputs], axis=-1)
+            policy_features = value_features = joint
+            for i, size in enumerate(self.head_hidden_sizes):
+                policy_features = nn.relu(nn.Dense(size, name=f"policy_hidden_{i}")(
+                    policy_features))
+                value_features = nn.relu(nn.Dense(size, name=f"value_hidden_{i}")(
+                    value_features))
         head = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
-                        name="policy")(features)
+                        name="policy")(policy_features)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0),
-                         name="value")(features)[..., 0]
+                         name="value")(value_features)[..., 0]
         if self.discrete:
             dist = Categorical(head)
         else:
@@ -231,7 +253,8 @@ def make(config: Config, family, mesh=None) -> Learner:
             f"got {action_space!r}")
     obs_dim = math.prod(env.observation_space(params0).shape)
     input_dim = obs_dim + action_dim + 2
-    network = RL2Network(config.hidden_size, action_dim, discrete)
+    network = RL2Network(config.hidden_size, action_dim, discrete,
+                         tuple(config.head_hidden_sizes))
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(config.learning_rate))
 
