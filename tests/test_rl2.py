@@ -70,10 +70,38 @@ def test_config_rejects_bad_values(field, value):
         rl2.Config(**{field: value})
 
 
+@pytest.mark.parametrize("field", ["head_hidden_sizes", "embed_hidden_sizes"])
 @pytest.mark.parametrize("value", [(0,), (16, -1), [16], (2.5,), (True,)])
-def test_config_rejects_bad_head_sizes(value):
-    with pytest.raises(ValueError, match="head_hidden_sizes"):
-        rl2.Config(head_hidden_sizes=value)
+def test_config_rejects_bad_layer_sizes(field, value):
+    with pytest.raises(ValueError, match=field):
+        rl2.Config(**{field: value})
+
+
+def test_config_rejects_non_bool_previous_obs_input():
+    with pytest.raises(ValueError, match="previous_obs_input"):
+        rl2.Config(previous_obs_input=1)
+
+
+def test_previous_obs_input_is_the_state_the_previous_action_was_taken_in(mdp_family):
+    """With previous_obs_input the input is [obs_t, obs_{t-1}, a_{t-1}, r_{t-1}, d_{t-1}];
+    obs_{t-1} is zero at the trial start and, after an episode ends, the last state of the
+    finished episode (not the reset state), so (obs_{t-1}, a_{t-1}, r_{t-1}) is one transition."""
+    learner = rl2.make(tiny_config(previous_obs_input=True, embed_hidden_sizes=(6,),
+                                   head_hidden_sizes=(5,)), mdp_family)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    assert set(params["params"]) >= {"embed_0", "gru", "policy_hidden_0", "value_hidden_0"}
+    tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
+    trials = learner.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    inputs = np.asarray(trials.flat(trials.inputs))  # [B, T, 3 + 3 + 2 + 2]
+    assert inputs.shape[-1] == 3 + 3 + 2 + 2
+    obs, prev_obs = inputs[..., :3], inputs[..., 3:6]
+    np.testing.assert_array_equal(prev_obs[:, 0], 0.0)
+    np.testing.assert_array_equal(prev_obs[:, 1:], obs[:, :-1])
+    # every episode starts in state 0; the step after a boundary still sees where it ended
+    starts = np.arange(EPISODE_LENGTH, EPISODE_LENGTH * TRIAL_EPISODES, EPISODE_LENGTH)
+    np.testing.assert_array_equal(obs[:, starts, 0], 1.0)
+    np.testing.assert_array_equal(inputs[:, starts, -1], 1.0)  # done flag of the previous step
+    assert not np.array_equal(prev_obs[:, starts], obs[:, starts])
 
 
 def test_mlp_heads_read_gru_output_and_current_input():

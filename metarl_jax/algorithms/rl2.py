@@ -26,7 +26,9 @@ The policy's input at step ``t`` is ``[obs_t, a_{t-1}, r_{t-1}, d_{t-1}]``:
 the observation, the previous action (one-hot for discrete spaces, the action
 vector for continuous ones), the previous reward and the previous
 episode-done flag (Duan et al. 2016, Fig. 1); all three are zero at the start
-of a trial.
+of a trial. With ``previous_obs_input=True`` the input also carries
+``obs_{t-1}``, the observation ``a_{t-1}`` was taken in (zeros at a trial's
+start), so the whole transition ``(obs_{t-1}, a_{t-1}, r_{t-1})`` is in one input.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class Config:
     hidden_size: int = 256             # GRU units (the paper: 256)
     head_hidden_sizes: tuple[int, ...] = ()  # ReLU layers of the policy and value heads
                                        # on [GRU output, current input]; (): linear heads
+    embed_hidden_sizes: tuple[int, ...] = ()  # ReLU layers on the input before the GRU
+    previous_obs_input: bool = False   # also feed the observation the previous action
+                                       # was taken in (the whole transition s, a, r)
     bptt_length: int | None = None     # truncated-BPTT chunk length; None: whole trial
     num_epochs: int = 4                # PPO epochs per iteration
     num_minibatches: int = 4           # minibatches per epoch (over trials or chunks)
@@ -87,11 +92,14 @@ class Config:
         for name in ("trial_episodes", "meta_batch_size", "hidden_size", "num_epochs",
                      "num_minibatches"):
             _check_positive_int(name, getattr(self, name))
-        if not isinstance(self.head_hidden_sizes, tuple) or any(
-                isinstance(h, bool) or not isinstance(h, int) or h < 1
-                for h in self.head_hidden_sizes):
-            raise ValueError("head_hidden_sizes must be a tuple of positive integers, got "
-                             f"{self.head_hidden_sizes!r}")
+        for name in ("head_hidden_sizes", "embed_hidden_sizes"):
+            sizes = getattr(self, name)
+            if not isinstance(sizes, tuple) or any(
+                    isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+                raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}")
+        if not isinstance(self.previous_obs_input, bool):
+            raise ValueError(
+                f"previous_obs_input must be a bool, got {self.previous_obs_input!r}")
         for name in ("horizon", "bptt_length", "eval_episodes"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -124,17 +132,22 @@ class RL2Network(nn.Module):
     non-empty: then each head is its own ReLU MLP on the GRU output
     concatenated with the current input, which lets the action depend on the
     current state and the memory jointly rather than through one GRU update
-    (a tabular MDP's best action is such a function).
+    (a tabular MDP's best action is such a function). ``embed_hidden_sizes``
+    puts a ReLU MLP on the input before the GRU.
     """
 
     hidden_size: int
     action_dim: int
     discrete: bool
     head_hidden_sizes: tuple[int, ...] = ()
+    embed_hidden_sizes: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, hidden: jax.Array, inputs: jax.Array):
-        hidden, features = nn.GRUCell(self.hidden_size, name="gru")(hidden, inputs)
+        gru_inputs = inputs
+        for i, size in enumerate(self.embed_hidden_sizes):
+            gru_inputs = nn.relu(nn.Dense(size, name=f"embed_{i}")(gru_inputs))
+        hidden, features = nn.GRUCell(self.hidden_size, name="gru")(hidden, gru_inputs)
         policy_features = value_features = features
         if self.head_hidden_sizes:
             joint = jnp.concatenate([features, inputs], axis=-1)
@@ -167,6 +180,7 @@ class TrialBatch:
     * ``chunk_hidden``: ``[B, K, H]`` GRU state at the start of each chunk
       (zeros for the first chunk: the state resets at every trial start)
     * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
+      (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``)
     * ``action``: ``[B, K, C, *action_shape]``
     * ``log_prob``, ``value``, ``reward``: ``[B, K, C]`` float32 (behaviour policy)
     * ``done``: ``[B, K, C]`` bool, the step ended an inner episode
@@ -252,9 +266,9 @@ def make(config: Config, family, mesh=None) -> Learner:
             f"family {family.name!r}: RL² supports Discrete and 1-D Box action spaces, "
             f"got {action_space!r}")
     obs_dim = math.prod(env.observation_space(params0).shape)
-    input_dim = obs_dim + action_dim + 2
+    input_dim = obs_dim * (2 if config.previous_obs_input else 1) + action_dim + 2
     network = RL2Network(config.hidden_size, action_dim, discrete,
-                         tuple(config.head_hidden_sizes))
+                         tuple(config.head_hidden_sizes), tuple(config.embed_hidden_sizes))
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(config.learning_rate))
 
@@ -286,14 +300,20 @@ def make(config: Config, family, mesh=None) -> Learner:
         def one_trial(env_params, key):
             reset_key, scan_key = jax.random.split(key)
             obs, env_state = env.reset(reset_key, env_params)
+            flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
             carry = (obs, env_state, jnp.zeros((config.hidden_size,), jnp.float32),
                      jnp.zeros((action_dim,), jnp.float32), jnp.zeros((), jnp.float32),
-                     jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+                     jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
+                     jnp.zeros_like(flat_obs))
 
             def step(carry, step_key):
-                obs, env_state, hidden, prev_action, prev_reward, prev_done, episode = carry
-                inputs = jnp.concatenate([jnp.reshape(obs, (-1,)).astype(jnp.float32),
-                                          prev_action, prev_reward[None], prev_done[None]])
+                (obs, env_state, hidden, prev_action, prev_reward, prev_done, episode,
+                 prev_obs) = carry
+                flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
+                # prev_obs: the observation a_prev was taken in (zeros at the trial's start)
+                obs_part = ([flat_obs, prev_obs] if config.previous_obs_input else [flat_obs])
+                inputs = jnp.concatenate(obs_part + [prev_action, prev_reward[None],
+                                                     prev_done[None]])
                 hidden, dist, value = network.apply(params, hidden, inputs)
                 policy_key, env_key = jax.random.split(step_key)
                 action = dist.mode() if deterministic else dist.sample(policy_key)
@@ -304,7 +324,8 @@ def make(config: Config, family, mesh=None) -> Learner:
                 out = (inputs, action, dist.log_prob(action), value, reward, done,
                        episode < num_episodes, episode)
                 carry = (obs, env_state, hidden, action_input(action), reward,
-                         done.astype(jnp.float32), episode + done.astype(jnp.int32))
+                         done.astype(jnp.float32), episode + done.astype(jnp.int32),
+                         flat_obs)
                 return carry, out
 
             def run_chunk(carry, chunk_keys):
