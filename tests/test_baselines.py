@@ -319,6 +319,7 @@ def mdp_returns():
     players = {
         "random": mdp.random_policy,
         "greedy": mdp.greedy,
+        "myopic": mdp.myopic,
         "epsilon_greedy": functools.partial(mdp.epsilon_greedy, epsilon=0.1),
         "beb": functools.partial(mdp.beb, bonus=1.0),
         "psrl": mdp.psrl,
@@ -342,7 +343,8 @@ def mdp_returns():
 
 
 @pytest.mark.parametrize(
-    "name", ["greedy", "epsilon_greedy", "beb", "psrl", "optimistic_psrl", "known_mdp_optimum"]
+    "name", ["greedy", "myopic", "epsilon_greedy", "beb", "psrl", "optimistic_psrl",
+             "known_mdp_optimum"]
 )
 def test_mdp_players_beat_random(mdp_returns, name):
     _, returns = mdp_returns
@@ -355,7 +357,7 @@ def test_mdp_players_beat_random(mdp_returns, name):
     assert gain > 6 * gain_error and gain > 0.15 * 10.0 * MDP_EPISODES
 
 
-@pytest.mark.parametrize("name", ["psrl", "optimistic_psrl", "greedy"])
+@pytest.mark.parametrize("name", ["psrl", "optimistic_psrl", "greedy", "myopic"])
 def test_mdp_learners_improve_over_the_trial(mdp_returns, name):
     returns = np.asarray(mdp_returns[1][name])  # [instances, episodes]
     improvement, error = _mean_and_error(returns[:, -3:].mean(-1) - returns[:, 0])

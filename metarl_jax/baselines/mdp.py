@@ -358,6 +358,21 @@ def greedy(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
 
 
 @_player
+def myopic(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
+    """Myopic posterior mean (not in RL² Table 2): in each state take the action with the
+    highest posterior-mean *immediate* reward, ignoring transitions; re-planned at each
+    episode start like the others. A diagnostic: it needs only per-(state, action) reward
+    memory, no planning, and at n = 10 it already scores about as well as greedy and BEB.
+    """
+    shape = (episode_length,) + mdp.mean_rewards.shape
+
+    def plan(stats, key):
+        return jnp.broadcast_to(_posterior_mean_mdp(stats).mean_rewards, shape)
+
+    return plan, None
+
+
+@_player
 def beb(
     mdp: MDPInstance, episode_length: int, *, bonus: Any = DEFAULT_BEB_BONUS
 ) -> tuple[PlanFn, Any]:
@@ -417,6 +432,7 @@ def _posterior_sampling_plan(num_samples: int, episode_length: int) -> PlanFn:
 BASELINES: dict[str, Callable[..., jax.Array]] = {
     "random": random_policy,
     "greedy": greedy,
+    "myopic": myopic,
     "epsilon_greedy": epsilon_greedy,
     "beb": beb,
     "psrl": psrl,
