@@ -46,8 +46,7 @@ from jax.flatten_util import ravel_pytree
 
 from metarl_jax.algorithms import maml
 from metarl_jax.networks import make_policy
-from metarl_jax.rl.baselines import linear_feature_baseline
-from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
+from metarl_jax.rl.returns import masked_mean
 from metarl_jax.rl.trpo import gauss_newton_fvp, trpo_step
 from metarl_jax.rollout import Trajectory
 
@@ -199,18 +198,6 @@ def to_trajectory(episodes):
                       next_obs=jnp.zeros_like(mt(episodes.observations)))
 
 
-def jax_advantages(config):
-    """maml.py's ``advantages`` (linear feature baseline, GAE, normalised), per task."""
-    def advantages(traj):
-        returns = discounted_returns(traj.reward, traj.valid, config.gamma)
-        values = linear_feature_baseline(traj.obs, returns, traj.valid)
-        next_values = jnp.concatenate(
-            [values[:, 1:] * traj.valid[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
-        adv, _ = gae(traj.reward, values, next_values, traj.terminated, traj.valid,
-                     config.gamma, config.gae_lambda)
-        return normalize_advantages(adv, traj.valid)
-
-    return jax.jit(jax.vmap(advantages))
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -235,7 +222,7 @@ def setup(request):
     learner_t.params = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in
                                    flax_to_torch(state.meta_params["policy"], discrete).items())
     train, valid = learner_t.sample(learner_t.sample_tasks(config.meta_batch_size))
-    advantages = jax_advantages(config)
+    advantages = jax.jit(jax.vmap(learner.advantages))  # maml.py's own, per task
     trajs = [(traj, advantages(traj)) for traj in (to_trajectory(train), to_trajectory(valid))]
     # the port's own advantages (compared in test_advantages_match); the learner
     # comparisons get identical advantages (JAX's)
@@ -452,16 +439,19 @@ def test_unequal_episode_lengths_weighting_differs():
     reward = np.where(valid, -rng.uniform(0, 1, (6, 20)), 0).astype(np.float32)
     gamma, lam = 0.99, 1.0
 
-    @jax.jit
-    def jax_advantages(obs, reward, terminated, valid):  # maml.py's ``advantages``
-        returns = discounted_returns(reward, valid, gamma)
-        values = linear_feature_baseline(obs, returns, valid)
-        next_values = jnp.concatenate([values[:, 1:] * valid[:, 1:],
-                                       jnp.zeros_like(values[:, :1])], axis=1)
-        raw, _ = gae(reward, values, next_values, terminated, valid, gamma, lam)
-        return raw, normalize_advantages(raw, valid)
+    def jax_advantages(normalize):  # maml.py's own ``advantages`` on these episodes
+        config = maml.Config(gamma=gamma, gae_lambda=lam, horizon=20, inner_episodes=6,
+                             normalize_advantages=normalize, train_pretrained=False)
+        learner = maml.make(config, metarl_jax.make("navigation2d"))
+        zeros = jnp.zeros(valid.shape, jnp.float32)
+        traj = Trajectory(obs=jnp.asarray(obs), action=jnp.zeros(obs.shape, jnp.float32),
+                          reward=jnp.asarray(reward), terminated=jnp.asarray(terminated),
+                          truncated=jnp.asarray(~terminated & (steps == 19) & valid),
+                          valid=jnp.asarray(valid), log_prob=zeros,
+                          next_obs=jnp.zeros_like(jnp.asarray(obs)))
+        return np.asarray(learner.advantages(traj))
 
-    raw, adv_jax = (np.asarray(x) for x in jax_advantages(obs, reward, terminated, valid))
+    raw, adv_jax = jax_advantages(False), jax_advantages(True)
     episodes = ref.Episodes(torch.tensor(obs).permute(1, 0, 2)[:, None],
                             torch.zeros(20, 1, 6, 2), torch.tensor(reward).T[:, None],
                             torch.tensor(valid, dtype=torch.float32).T[:, None])

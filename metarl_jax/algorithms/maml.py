@@ -139,6 +139,7 @@ class Learner(NamedTuple):
     adapt: Any
     sample: Any
     meta_loss: Any
+    advantages: Any     # Trajectory [episodes, T] -> normalised GAE advantages (one task)
     config: Config
     family: Any
     key_metric: str = "post_adaptation_return"
@@ -428,7 +429,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         return out
 
     return Learner(init=init, update=update, evaluate=evaluate, adapt=adapt,
-                   sample=sample, meta_loss=meta_loss, config=config, family=family)
+                   sample=sample, meta_loss=meta_loss, advantages=advantages, config=config,
+                   family=family)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
