@@ -72,6 +72,8 @@ def main():
         stem += f"_lr{args.inner_lr:g}"
     if args.meta_batch_size != 20:
         stem += f"_mb{args.meta_batch_size}"
+    if iterations != 200 and not args.quick:
+        stem += f"_it{iterations}"
     if args.seed != 0:
         stem += f"_seed{args.seed}"
     write(result, stem, PUBLISHED,

@@ -77,9 +77,63 @@ def test_config_rejects_bad_layer_sizes(field, value):
         rl2.Config(**{field: value})
 
 
-def test_config_rejects_non_bool_previous_obs_input():
-    with pytest.raises(ValueError, match="previous_obs_input"):
-        rl2.Config(previous_obs_input=1)
+@pytest.mark.parametrize("field", ["previous_obs_input", "separate_value"])
+def test_config_rejects_non_bool_flags(field):
+    with pytest.raises(ValueError, match=field):
+        rl2.Config(**{field: 1})
+
+
+def test_separate_value_gru_owns_the_value(mdp_family):
+    """separate_value: a second GRU (the paper's recurrent baseline) carries its own half of
+    the state; the policy never reads it and the value never reads the policy's GRU. The
+    trial and the PPO loss are the same with one-step chunks as over the whole trial."""
+    network = rl2.RL2Network(hidden_size=8, action_dim=3, discrete=True, separate_value=True)
+    assert network.state_size == 16
+    hidden = jax.random.normal(jax.random.PRNGKey(3), (16,))
+    inputs = jnp.ones((5,))
+    params = network.init(jax.random.PRNGKey(0), hidden, inputs)
+    assert set(params["params"]) == {"gru", "value_gru", "policy", "value"}
+
+    def outputs(p, h):
+        h2, dist, value = network.apply(p, h, inputs)
+        return h2, dist.logits, value
+
+    _, logits, value = outputs(params, hidden)
+    # each output depends only on its own GRU's parameters and its own half of the state
+    dpol = jax.jacobian(lambda p: outputs(p, hidden)[1])(params)["params"]
+    dval = jax.jacobian(lambda p: outputs(p, hidden)[2])(params)["params"]
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(dpol["value_gru"]))
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(dval["gru"]))
+    assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(dval["value_gru"]))
+    _, logits2, value2 = outputs(params, hidden.at[8:].add(1.0))
+    np.testing.assert_array_equal(logits, logits2)
+    assert not np.allclose(value, value2)
+    _, logits3, value3 = outputs(params, hidden.at[:8].add(1.0))
+    np.testing.assert_array_equal(value, value3)
+    assert not np.allclose(logits, logits3)
+
+    config = tiny_config(separate_value=True)
+    stepwise = rl2.make(dataclasses.replace(config, bptt_length=1), mdp_family)
+    whole = rl2.make(config, mdp_family)
+    params = whole.init(jax.random.PRNGKey(0)).params
+    tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
+    step_trials = stepwise.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    trials = whole.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    chex.assert_shape(step_trials.chunk_hidden, (4, TRIAL_EPISODES * EPISODE_LENGTH, 16))
+    np.testing.assert_array_equal(step_trials.chunk_hidden[:, 0], 0.0)
+    np.testing.assert_allclose(step_trials.flat(step_trials.value), trials.flat(trials.value),
+                               rtol=1e-5, atol=1e-6)
+    adv, returns = whole.advantages(trials)
+    b, k, c = step_trials.valid.shape
+    chunk_loss, _ = stepwise.loss(
+        params, step_trials.chunk_hidden.reshape(b * k, -1),
+        step_trials.inputs.reshape(b * k, c, -1), step_trials.action.reshape(b * k, c),
+        step_trials.log_prob.reshape(b * k, c), adv.reshape(b * k, c),
+        returns.reshape(b * k, c), step_trials.valid.reshape(b * k, c))
+    loss, _ = whole.loss(params, trials.chunk_hidden[:, 0], trials.inputs[:, 0],
+                         trials.action[:, 0], trials.log_prob[:, 0], adv, returns,
+                         trials.valid[:, 0])
+    np.testing.assert_allclose(chunk_loss, loss, rtol=1e-5)
 
 
 def test_previous_obs_input_is_the_state_the_previous_action_was_taken_in(mdp_family):

@@ -73,6 +73,8 @@ class Config:
     embed_hidden_sizes: tuple[int, ...] = ()  # ReLU layers on the input before the GRU
     previous_obs_input: bool = False   # also feed the observation the previous action
                                        # was taken in (the whole transition s, a, r)
+    separate_value: bool = False       # the value has its own GRU (the paper's RNN
+                                       # baseline) instead of sharing the policy's
     bptt_length: int | None = None     # truncated-BPTT chunk length; None: whole trial
     num_epochs: int = 4                # PPO epochs per iteration
     num_minibatches: int = 4           # minibatches per epoch (over trials or chunks)
@@ -97,9 +99,9 @@ class Config:
             if not isinstance(sizes, tuple) or any(
                     isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}")
-        if not isinstance(self.previous_obs_input, bool):
-            raise ValueError(
-                f"previous_obs_input must be a bool, got {self.previous_obs_input!r}")
+        for name in ("previous_obs_input", "separate_value"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("horizon", "bptt_length", "eval_episodes"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -133,7 +135,9 @@ class RL2Network(nn.Module):
     concatenated with the current input, which lets the action depend on the
     current state and the memory jointly rather than through one GRU update
     (a tabular MDP's best action is such a function). ``embed_hidden_sizes``
-    puts a ReLU MLP on the input before the GRU.
+    puts a ReLU MLP on the input before the GRU. With ``separate_value`` the
+    value has its own GRU (``value_gru``, the paper's recurrent baseline) and
+    ``hidden`` is ``[..., 2 H]``: the policy GRU's state, then the value GRU's.
     """
 
     hidden_size: int
@@ -141,17 +145,32 @@ class RL2Network(nn.Module):
     discrete: bool
     head_hidden_sizes: tuple[int, ...] = ()
     embed_hidden_sizes: tuple[int, ...] = ()
+    separate_value: bool = False
+
+    @property
+    def state_size(self) -> int:
+        """Length of the recurrent state carried between steps."""
+        return self.hidden_size * (2 if self.separate_value else 1)
 
     @nn.compact
     def __call__(self, hidden: jax.Array, inputs: jax.Array):
         gru_inputs = inputs
         for i, size in enumerate(self.embed_hidden_sizes):
             gru_inputs = nn.relu(nn.Dense(size, name=f"embed_{i}")(gru_inputs))
-        hidden, features = nn.GRUCell(self.hidden_size, name="gru")(hidden, gru_inputs)
-        policy_features = value_features = features
+        if self.separate_value:
+            policy_hidden, value_hidden = jnp.split(hidden, 2, axis=-1)
+            policy_hidden, features = nn.GRUCell(self.hidden_size, name="gru")(
+                policy_hidden, gru_inputs)
+            value_hidden, value_gru_features = nn.GRUCell(self.hidden_size, name="value_gru")(
+                value_hidden, gru_inputs)
+            hidden = jnp.concatenate([policy_hidden, value_hidden], axis=-1)
+        else:
+            hidden, features = nn.GRUCell(self.hidden_size, name="gru")(hidden, gru_inputs)
+            value_gru_features = features
+        policy_features, value_features = features, value_gru_features
         if self.head_hidden_sizes:
-            joint = jnp.concatenate([features, inputs], axis=-1)
-            policy_features = value_features = joint
+            policy_features = jnp.concatenate([features, inputs], axis=-1)
+            value_features = jnp.concatenate([value_gru_features, inputs], axis=-1)
             for i, size in enumerate(self.head_hidden_sizes):
                 policy_features = nn.relu(nn.Dense(size, name=f"policy_hidden_{i}")(
                     policy_features))
@@ -177,7 +196,7 @@ class TrialBatch:
     ``K * C >= trial_episodes * horizon``; steps after the trial's last episode
     ended are padding with ``valid == False``. Shapes:
 
-    * ``chunk_hidden``: ``[B, K, H]`` GRU state at the start of each chunk
+    * ``chunk_hidden``: ``[B, K, S]`` recurrent state at the start of each chunk (``S = H``, ``2 H`` with ``separate_value``)
       (zeros for the first chunk: the state resets at every trial start)
     * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
       (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``)
@@ -268,7 +287,8 @@ def make(config: Config, family, mesh=None) -> Learner:
     obs_dim = math.prod(env.observation_space(params0).shape)
     input_dim = obs_dim * (2 if config.previous_obs_input else 1) + action_dim + 2
     network = RL2Network(config.hidden_size, action_dim, discrete,
-                         tuple(config.head_hidden_sizes), tuple(config.embed_hidden_sizes))
+                         tuple(config.head_hidden_sizes), tuple(config.embed_hidden_sizes),
+                         config.separate_value)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(config.learning_rate))
 
@@ -301,7 +321,7 @@ def make(config: Config, family, mesh=None) -> Learner:
             reset_key, scan_key = jax.random.split(key)
             obs, env_state = env.reset(reset_key, env_params)
             flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
-            carry = (obs, env_state, jnp.zeros((config.hidden_size,), jnp.float32),
+            carry = (obs, env_state, jnp.zeros((network.state_size,), jnp.float32),
                      jnp.zeros((action_dim,), jnp.float32), jnp.zeros((), jnp.float32),
                      jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
                      jnp.zeros_like(flat_obs))
@@ -390,7 +410,7 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     def init(key: jax.Array) -> RL2State:
         """Initial network parameters and optimiser state."""
-        params = network.init(key, jnp.zeros((config.hidden_size,), jnp.float32),
+        params = network.init(key, jnp.zeros((network.state_size,), jnp.float32),
                               jnp.zeros((input_dim,), jnp.float32))
         return RL2State(params=params, opt_state=optimizer.init(params),
                         step=jnp.zeros((), jnp.int32))
