@@ -196,8 +196,9 @@ class TrialBatch:
     ``K * C >= trial_episodes * horizon``; steps after the trial's last episode
     ended are padding with ``valid == False``. Shapes:
 
-    * ``chunk_hidden``: ``[B, K, S]`` recurrent state at the start of each chunk (``S = H``, ``2 H`` with ``separate_value``)
-      (zeros for the first chunk: the state resets at every trial start)
+    * ``chunk_hidden``: ``[B, K, S]`` recurrent state at the start of each chunk
+      (``S = H``, ``2 H`` with ``separate_value``; zeros for the first chunk: the
+      state resets at every trial start)
     * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
       (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``)
     * ``action``: ``[B, K, C, *action_shape]``
