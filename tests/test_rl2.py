@@ -424,3 +424,35 @@ def test_rl2_beats_random_on_two_armed_bandit(in_ci):
     assert float(trial_returns.mean()) > 5.0 + max(0.4, 6 * standard_error)
     # it explores, then exploits: later pulls pay more than the first
     assert float(curve[:, -3:].mean()) > float(curve[:, 0].mean()) + 0.05
+
+
+def test_imitation_teacher_targets_follow_the_posterior_mean(stepwise):
+    """benchmarks/rl2_mdp_imitation.py labels each step with the myopic teacher's choice given
+    the trial so far: uniform over the current state's actions whose posterior-mean reward
+    (1 + sum) / (1 + count) over *earlier* steps is highest. Checked against a plain loop."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
+                        "rl2_mdp_imitation.py")
+    spec = importlib.util.spec_from_file_location("rl2_mdp_imitation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, _, _, trials, _ = stepwise
+    num_states, num_actions = 3, 2
+    target = np.asarray(module.myopic_targets(trials, num_states, num_actions))
+    inputs = np.asarray(trials.flat(trials.inputs))
+    actions = np.asarray(trials.flat(trials.action))
+    rewards = np.asarray(trials.flat(trials.reward))
+    batch, steps = actions.shape
+    assert target.shape == (batch, steps, num_actions)
+    for b in range(batch):
+        sums = np.zeros((num_states, num_actions))
+        counts = np.zeros((num_states, num_actions))
+        for t in range(steps):
+            s = int(np.argmax(inputs[b, t, :num_states]))
+            mean = (1.0 + sums[s]) / (1.0 + counts[s])
+            best = np.isclose(mean, mean.max(), atol=1e-5)
+            np.testing.assert_allclose(target[b, t], best / best.sum(), atol=1e-6)
+            sums[s, actions[b, t]] += rewards[b, t]
+            counts[s, actions[b, t]] += 1
+    # the first step sees no rewards: every action ties
+    np.testing.assert_allclose(target[:, 0], 1.0 / num_actions)

@@ -1,0 +1,172 @@
+"""Can the RL² network *represent* a good tabular-MDP learner? An imitation diagnostic.
+
+RL² stays at 123–127 on the n=10 tabular MDPs of Table 2 (published 156.2),
+while the myopic player of ``metarl_jax.baselines.mdp`` — keep each
+(state, action) pair's posterior-mean reward, take the best one in the current
+state — scores 155. This script separates "the network cannot hold that
+memory" from "PPO does not find it": it trains the *same* RL² network
+(``rl2.make``, same inputs, same GRU) by supervised imitation of a myopic
+teacher, then plays it as an RL² policy on held-out MDPs.
+
+Training is DAgger without mixing: the student plays its own trials (sampling
+its actions), and every step is labelled with the teacher's choice given that
+very history, so the student learns on the states its own actions reach. The
+teacher's target is uniform over the actions with the highest posterior-mean
+reward in the current state (Normal prior N(1, 1), unit reward noise, updated
+after every step); the loss is the cross-entropy through the whole trial
+(BPTT over all ``n * T`` steps, the GRU state starting at zero).
+
+If imitation reaches the teacher's level, the gap of RL² is in optimisation
+(the outer RL), not in what the network can represent.
+
+Usage::
+
+    python benchmarks/rl2_mdp_imitation.py [--minutes 15] [--hidden-size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import metarl_jax
+from metarl_jax.algorithms import rl2
+from metarl_jax.baselines import mdp as mdp_baselines
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+EPISODE_LENGTH = 10
+
+
+def myopic_targets(trials, num_states: int, num_actions: int) -> jax.Array:
+    """Teacher's action distribution at every step of ``trials``, ``[B, T, A]``.
+
+    The posterior-mean reward of (s, a) from the rewards seen *before* step t
+    (prior N(1, 1), noise variance 1: ``(1 + sum) / (1 + count)``); the target is
+    uniform over the current state's best actions.
+    """
+    inputs = trials.flat(trials.inputs)
+    state = inputs[..., :num_states]                                   # [B, T, S] one-hot
+    action = jax.nn.one_hot(trials.flat(trials.action), num_actions)   # [B, T, A]
+    reward = trials.flat(trials.reward)                                # [B, T]
+    visit = state[..., :, None] * action[..., None, :]                 # [B, T, S, A]
+
+    def before(x):  # sums over earlier steps only
+        return jnp.cumsum(x, axis=1) - x
+
+    mean = (1.0 + before(visit * reward[..., None, None])) / (1.0 + before(visit))
+    q = jnp.einsum("bts,btsa->bta", state, mean)
+    best = (q >= jnp.max(q, axis=-1, keepdims=True) - 1e-6).astype(jnp.float32)
+    return best / jnp.sum(best, axis=-1, keepdims=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=10, help="n: episodes per trial")
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=256, help="trials per gradient step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(RESULTS, "rl2_mdp_imitation.json"))
+    args = parser.parse_args()
+
+    family = metarl_jax.make("tabular-mdp", episode_length=EPISODE_LENGTH)
+    num_states, num_actions = family.env.num_states, family.env.num_actions
+    config = rl2.Config(trial_episodes=args.episodes, meta_batch_size=args.batch,
+                        hidden_size=args.hidden_size)
+    learner = rl2.make(config, family)
+    params = learner.init(jax.random.PRNGKey(args.seed)).params
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.learning_rate))
+    opt_state = optimizer.init(params)
+
+    def loss_fn(params, trials, target):
+        def step(h, x):
+            h, dist, _ = learner.network.apply(params, h, x)
+            return h, dist.logits
+
+        inputs = jnp.swapaxes(trials.flat(trials.inputs), 0, 1)        # [T, B, in]
+        hidden = jnp.zeros((inputs.shape[1], learner.network.state_size), jnp.float32)
+        _, logits = jax.lax.scan(step, hidden, inputs)
+        log_p = jax.nn.log_softmax(jnp.swapaxes(logits, 0, 1))         # [B, T, A]
+        valid = trials.flat(trials.valid)
+        cross_entropy = -jnp.sum(target * log_p, axis=-1)
+        agree = jnp.sum(target * jax.nn.one_hot(jnp.argmax(log_p, -1), num_actions), -1) > 0
+        return (jnp.sum(cross_entropy * valid) / jnp.sum(valid),
+                jnp.sum(agree * valid) / jnp.sum(valid))
+
+    @jax.jit
+    def train_step(params, opt_state, key):
+        task_key, trial_key = jax.random.split(key)
+        tasks = family.sample(task_key, args.batch, "train")
+        trials = learner.run_trials(params, tasks, trial_key, args.episodes)
+        target = myopic_targets(trials, num_states, num_actions)
+        (loss, agree), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, trials, target)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        total = jnp.mean(jnp.sum(trials.flat(trials.reward), axis=1))
+        return optax.apply_updates(params, updates), opt_state, loss, agree, total
+
+    test_tasks = family.sample(jax.random.PRNGKey(args.seed + 100), args.instances, "test")
+    play = jax.jit(learner.run_trials, static_argnums=(3, 4))
+
+    def play_total(params, deterministic):
+        trials = play(params, test_tasks, jax.random.PRNGKey(args.seed + 200), args.episodes,
+                      deterministic)
+        totals = np.asarray(jnp.sum(trials.flat(trials.reward), axis=1))
+        return float(totals.mean()), float(totals.std(ddof=1) / np.sqrt(len(totals)))
+
+    teacher = np.asarray(mdp_baselines.evaluate(
+        "myopic", test_tasks, jax.random.PRNGKey(args.seed + 300), num_episodes=args.episodes,
+        episode_length=EPISODE_LENGTH))
+    print(f"myopic teacher (per-episode replanning) on the same MDPs: {teacher.mean():.1f} ± "
+          f"{teacher.std(ddof=1) / np.sqrt(len(teacher)):.1f}", flush=True)
+
+    keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.steps)
+    start = time.perf_counter()
+    train_step.lower(params, opt_state, keys[0]).compile()
+    compile_s = time.perf_counter() - start
+    history, done = [], 0
+    start = time.perf_counter()
+    for key in keys:
+        params, opt_state, loss, agree, total = train_step(params, opt_state, key)
+        done += 1
+        if done % 100 == 0:
+            elapsed = time.perf_counter() - start
+            history.append({"step": done, "loss": float(loss), "agreement": float(agree),
+                            "train_return": float(total), "seconds": elapsed})
+            print(f"  step {done}: cross-entropy {float(loss):.3f}, agreement "
+                  f"{float(agree):.3f}, own-trial return {float(total):.1f}, {elapsed:.0f} s",
+                  flush=True)
+            if elapsed > 60 * args.minutes:
+                break
+    train_s = time.perf_counter() - start
+    sample, mode = play_total(params, False), play_total(params, True)
+    result = {
+        "n": args.episodes, "instances": args.instances, "hidden_size": args.hidden_size,
+        "batch": args.batch, "learning_rate": args.learning_rate, "steps": done,
+        "compile_s": compile_s, "train_s": train_s,
+        "student_sample": {"mean": sample[0], "se": sample[1]},
+        "student_mode": {"mean": mode[0], "se": mode[1]},
+        "myopic_teacher": {"mean": float(teacher.mean()),
+                           "se": float(teacher.std(ddof=1) / np.sqrt(len(teacher)))},
+        "history": history, "machine": f"{jax.devices()[0].platform}, {os.cpu_count()} cores",
+    }
+    print(f"\nimitation, n={args.episodes}, GRU {args.hidden_size}, {done} steps in "
+          f"{train_s / 60:.1f} min: RL² network playing alone {sample[0]:.1f} ± {sample[1]:.1f} "
+          f"(sampling), {mode[0]:.1f} ± {mode[1]:.1f} (most likely action); "
+          f"teacher {teacher.mean():.1f}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
