@@ -21,7 +21,10 @@ If imitation reaches the teacher's level, the gap of RL² is in optimisation
 
 Usage::
 
-    python benchmarks/rl2_mdp_imitation.py [--minutes 15] [--hidden-size 128]
+    python benchmarks/rl2_mdp_imitation.py [--minutes 20] [--hidden-size 128] [--set KEY=VALUE]
+
+Each run is merged into ``benchmarks/results/rl2_mdp_imitation.json`` (one
+entry per network and ``n``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -36,9 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import metarl_jax
-from metarl_jax.algorithms import rl2
-from metarl_jax.baselines import mdp as mdp_baselines
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rl2_bandits import apply_overrides  # noqa: E402
+
+import metarl_jax  # noqa: E402
+from metarl_jax.algorithms import rl2  # noqa: E402
+from metarl_jax.baselines import mdp as mdp_baselines  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EPISODE_LENGTH = 10
@@ -76,13 +83,16 @@ def main():
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append",
+                        default=[], help="override an rl2.Config field (the network's options, "
+                                         "e.g. --set previous_obs_input=true)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "rl2_mdp_imitation.json"))
     args = parser.parse_args()
 
     family = metarl_jax.make("tabular-mdp", episode_length=EPISODE_LENGTH)
     num_states, num_actions = family.env.num_states, family.env.num_actions
-    config = rl2.Config(trial_episodes=args.episodes, meta_batch_size=args.batch,
-                        hidden_size=args.hidden_size)
+    config = apply_overrides(rl2.Config(trial_episodes=args.episodes, meta_batch_size=args.batch,
+                                        hidden_size=args.hidden_size), args.overrides)
     learner = rl2.make(config, family)
     params = learner.init(jax.random.PRNGKey(args.seed)).params
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.learning_rate))
@@ -150,7 +160,10 @@ def main():
     train_s = time.perf_counter() - start
     sample, mode = play_total(params, False), play_total(params, True)
     result = {
-        "n": args.episodes, "instances": args.instances, "hidden_size": args.hidden_size,
+        "n": args.episodes, "instances": args.instances, "network": {
+            name: getattr(config, name) for name in (
+                "hidden_size", "head_hidden_sizes", "embed_hidden_sizes", "previous_obs_input",
+                "separate_value")},
         "batch": args.batch, "learning_rate": args.learning_rate, "steps": done,
         "compile_s": compile_s, "train_s": train_s,
         "student_sample": {"mean": sample[0], "se": sample[1]},
@@ -159,13 +172,26 @@ def main():
                            "se": float(teacher.std(ddof=1) / np.sqrt(len(teacher)))},
         "history": history, "machine": f"{jax.devices()[0].platform}, {os.cpu_count()} cores",
     }
-    print(f"\nimitation, n={args.episodes}, GRU {args.hidden_size}, {done} steps in "
+    print(f"\nimitation, n={args.episodes}, {result['network']}, {done} steps in "
           f"{train_s / 60:.1f} min: RL² network playing alone {sample[0]:.1f} ± {sample[1]:.1f} "
           f"(sampling), {mode[0]:.1f} ± {mode[1]:.1f} (most likely action); "
           f"teacher {teacher.mean():.1f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    save(result, args.out)
+
+
+def save(result: dict, path: str) -> None:
+    """Merge ``result`` into ``path``'s ``runs``: runs of other networks or n accumulate, a
+    rerun of the same network and n replaces its earlier entry."""
+    runs = []
+    if os.path.exists(path):
+        with open(path) as f:
+            runs = json.load(f).get("runs", [])
+    key = json.dumps([result["n"], result["network"]])  # tuples and lists alike
+    runs = [run for run in runs if json.dumps([run.get("n"), run.get("network")]) != key]
+    runs.append(result)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"runs": runs}, f, indent=1)
 
 
 if __name__ == "__main__":
