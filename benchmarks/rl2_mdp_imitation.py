@@ -54,9 +54,10 @@ EPISODE_LENGTH = 10
 def myopic_targets(trials, num_states: int, num_actions: int) -> jax.Array:
     """Teacher's action distribution at every step of ``trials``, ``[B, T, A]``.
 
-    The posterior-mean reward of (s, a) from the rewards seen *before* step t
-    (prior N(1, 1), noise variance 1: ``(1 + sum) / (1 + count)``); the target is
-    uniform over the current state's best actions.
+    The posterior-mean reward of (s, a) from the rewards seen *before* step t, as
+    ``mdp.myopic`` computes it (prior N(1, 1), noise variance 1:
+    ``(1 + sum) / (1 + count)``); the target is uniform over the current state's
+    best actions.
     """
     inputs = trials.flat(trials.inputs)
     state = inputs[..., :num_states]                                   # [B, T, S] one-hot
@@ -67,7 +68,10 @@ def myopic_targets(trials, num_states: int, num_actions: int) -> jax.Array:
     def before(x):  # sums over earlier steps only
         return jnp.cumsum(x, axis=1) - x
 
-    mean = (1.0 + before(visit * reward[..., None, None])) / (1.0 + before(visit))
+    prior_mean = mdp_baselines.REWARD_PRIOR_MEAN  # the same Normal posterior as mdp.myopic
+    prior, noise = mdp_baselines.REWARD_PRIOR_PRECISION, mdp_baselines.REWARD_NOISE_PRECISION
+    mean = ((prior * prior_mean + noise * before(visit * reward[..., None, None]))
+            / (prior + noise * before(visit)))
     q = jnp.einsum("bts,btsa->bta", state, mean)
     best = (q >= jnp.max(q, axis=-1, keepdims=True) - 1e-6).astype(jnp.float32)
     return best / jnp.sum(best, axis=-1, keepdims=True)
