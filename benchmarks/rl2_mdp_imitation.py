@@ -37,11 +37,11 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rl2_bandits import apply_overrides  # noqa: E402
+from rl2_tables import format_mean_se, machine_metadata, mean_and_se  # noqa: E402
 
 import metarl_jax  # noqa: E402
 from metarl_jax.algorithms import rl2  # noqa: E402
@@ -134,18 +134,17 @@ def main():
     def play_total(params, deterministic):
         trials = play(params, test_tasks, jax.random.PRNGKey(args.seed + 200), args.episodes,
                       deterministic)
-        totals = np.asarray(jnp.sum(trials.flat(trials.reward), axis=1))
-        return float(totals.mean()), float(totals.std(ddof=1) / np.sqrt(len(totals)))
+        return mean_and_se(jnp.sum(trials.flat(trials.reward), axis=1))
 
-    teacher = np.asarray(mdp_baselines.evaluate(
+    teacher = mean_and_se(mdp_baselines.evaluate(
         "myopic", test_tasks, jax.random.PRNGKey(args.seed + 300), num_episodes=args.episodes,
         episode_length=EPISODE_LENGTH))
-    print(f"myopic teacher (per-episode replanning) on the same MDPs: {teacher.mean():.1f} ± "
-          f"{teacher.std(ddof=1) / np.sqrt(len(teacher)):.1f}", flush=True)
+    print(f"myopic teacher (per-episode replanning) on the same MDPs: "
+          f"{format_mean_se(teacher, 1)}", flush=True)
 
     keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.steps)
     start = time.perf_counter()
-    train_step.lower(params, opt_state, keys[0]).compile()
+    train_step = train_step.lower(params, opt_state, keys[0]).compile()
     compile_s = time.perf_counter() - start
     history, done = [], 0
     start = time.perf_counter()
@@ -170,16 +169,13 @@ def main():
                 "separate_value")},
         "batch": args.batch, "learning_rate": args.learning_rate, "steps": done,
         "compile_s": compile_s, "train_s": train_s,
-        "student_sample": {"mean": sample[0], "se": sample[1]},
-        "student_mode": {"mean": mode[0], "se": mode[1]},
-        "myopic_teacher": {"mean": float(teacher.mean()),
-                           "se": float(teacher.std(ddof=1) / np.sqrt(len(teacher)))},
-        "history": history, "machine": f"{jax.devices()[0].platform}, {os.cpu_count()} cores",
+        "student_sample": sample, "student_mode": mode, "myopic_teacher": teacher,
+        "history": history, **machine_metadata(),
     }
     print(f"\nimitation, n={args.episodes}, {result['network']}, {done} steps in "
-          f"{train_s / 60:.1f} min: RL² network playing alone {sample[0]:.1f} ± {sample[1]:.1f} "
-          f"(sampling), {mode[0]:.1f} ± {mode[1]:.1f} (most likely action); "
-          f"teacher {teacher.mean():.1f}")
+          f"{train_s / 60:.1f} min: RL² network playing alone {format_mean_se(sample, 1)} "
+          f"(sampling), {format_mean_se(mode, 1)} (most likely action); "
+          f"teacher {format_mean_se(teacher, 1)}")
     save(result, args.out)
 
 
