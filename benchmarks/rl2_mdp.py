@@ -27,6 +27,7 @@ Results are merged into ``benchmarks/results/rl2_mdp.json`` /
 Usage::
 
     python benchmarks/rl2_mdp.py --episodes 10 25 [--minutes 30] [--iterations N]
+    python benchmarks/rl2_mdp.py --memory transformer --episodes 10   # attention memory
     python benchmarks/rl2_mdp.py --quick
     python benchmarks/rl2_mdp.py --cartpole [--minutes 10]
 """
@@ -54,11 +55,18 @@ from metarl_jax.algorithms import rl2  # noqa: E402
 from metarl_jax.baselines import mdp as mdp_baselines  # noqa: E402
 
 
-def rl2_config(num_episodes: int, quick: bool) -> rl2.Config:
+def rl2_config(num_episodes: int, quick: bool, memory: str = "gru") -> rl2.Config:
     """RL² settings: GRU 128 (GRU 256 with lr 1e-3 gave 123.0 at n=10 after 30 minutes,
     GRU 128 with lr 2e-3 125.3 after 12), rewards scaled by 0.1 so the shared GRU's value
     loss is O(1), BPTT through the whole trial at every n (100-step truncation did not
     learn at all at n=25: it cuts the gradient to the memory that spans episodes)."""
+    if memory == "transformer":
+        # attention over the trial: each token is the whole last transition (s, a, r) and
+        # the current state, so one head can look up earlier visits to this state
+        return rl2.Config(trial_episodes=num_episodes, meta_batch_size=128 if quick else 256,
+                          memory="transformer", hidden_size=64, num_layers=2, num_heads=4,
+                          previous_obs_input=True, learning_rate=1e-3, gamma=0.99,
+                          gae_lambda=0.95, reward_scale=0.1, entropy_coef=0.01)
     if quick:
         return rl2.Config(trial_episodes=num_episodes, meta_batch_size=128, hidden_size=128,
                           learning_rate=3e-3, gae_lambda=0.95, reward_scale=0.1,
@@ -78,7 +86,7 @@ def run_cell(num_episodes: int, args) -> dict:
         totals[name] = np.asarray(mdp_baselines.evaluate(
             name, tasks, sub, num_episodes=num_episodes, episode_length=MDP_EPISODE_LENGTH,
             **hyperparameters.get(name, {})))
-    config = apply_overrides(rl2_config(num_episodes, args.quick), args.overrides)
+    config = apply_overrides(rl2_config(num_episodes, args.quick, args.memory), args.overrides)
     _, curve, record = train_and_play(f"n={num_episodes}", config, family, tasks, eval_key, args)
     totals["rl2"] = np.asarray(curve.sum(axis=1))
     return {
@@ -184,8 +192,12 @@ def main():
     parser.add_argument("--cartpole-horizon", type=int, default=200)
     parser.add_argument("--cartpole-fixed-direction", action="store_true",
                         help="no reversed actuators in the cartpole family")
+    parser.add_argument("--memory", choices=rl2.MEMORIES, default="gru",
+                        help="RL²'s memory: the paper's GRU, or causal attention over the trial "
+                             "(results in rl2_mdp_transformer.json)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/rl2_mdp.json "
-                        "(rl2_mdp_quick.json with --quick, rl2_cartpole.json with --cartpole)")
+                        "(rl2_mdp_transformer.json with --memory transformer, "
+                        "rl2_mdp_quick.json with --quick, rl2_cartpole.json with --cartpole)")
     args = parser.parse_args()
     results_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     if args.cartpole:
@@ -197,8 +209,9 @@ def main():
         return
     if args.quick:
         args.episodes, args.iterations = [10], min(args.iterations, 40)
-    out = args.out or os.path.join(results_dir, "rl2_mdp_quick.json" if args.quick
-                                   else "rl2_mdp.json")
+    stem = "rl2_mdp" + ("_transformer" if args.memory == "transformer" else "")
+    out = args.out or os.path.join(results_dir, stem + ("_quick.json" if args.quick
+                                                        else ".json"))
     for n in args.episodes:
         if n not in MDP_PUBLISHED:
             parser.error(f"--episodes: {n} is not a row of Table 2 ({sorted(MDP_PUBLISHED)})")

@@ -103,14 +103,10 @@ def main():
     opt_state = optimizer.init(params)
 
     def loss_fn(params, trials, target):
-        def step(h, x):
-            h, dist, _ = learner.network.apply(params, h, x)
-            return h, dist.logits
-
-        inputs = jnp.swapaxes(trials.flat(trials.inputs), 0, 1)        # [T, B, in]
-        hidden = jnp.zeros((inputs.shape[1], learner.network.state_size), jnp.float32)
-        _, logits = jax.lax.scan(step, hidden, inputs)
-        log_p = jax.nn.log_softmax(jnp.swapaxes(logits, 0, 1))         # [B, T, A]
+        inputs = trials.flat(trials.inputs)                            # [B, T, in]
+        hidden = learner.network.initial_state(inputs.shape[:1])
+        dist, _ = learner.sequence(params, hidden, inputs)              # the trial from its start
+        log_p = jax.nn.log_softmax(dist.logits)                        # [B, T, A]
         valid = trials.flat(trials.valid)
         cross_entropy = -jnp.sum(target * log_p, axis=-1)
         agree = jnp.sum(target * jax.nn.one_hot(jnp.argmax(log_p, -1), num_actions), -1) > 0
@@ -165,8 +161,9 @@ def main():
     result = {
         "n": args.episodes, "instances": args.instances, "network": {
             name: getattr(config, name) for name in (
-                "hidden_size", "head_hidden_sizes", "embed_hidden_sizes", "previous_obs_input",
-                "separate_value")},
+                "memory", "hidden_size", "head_hidden_sizes", "embed_hidden_sizes",
+                "previous_obs_input", "separate_value")
+            + (("num_layers", "num_heads") if config.memory == "transformer" else ())},
         "batch": args.batch, "learning_rate": args.learning_rate, "steps": done,
         "compile_s": compile_s, "train_s": train_s,
         "student_sample": sample, "student_mode": mode, "myopic_teacher": teacher,

@@ -1,6 +1,5 @@
 """MAML: exact meta-gradients, first vs second order, config errors, learning."""
 
-import dataclasses
 
 import chex
 import jax

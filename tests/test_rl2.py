@@ -316,6 +316,106 @@ def test_loss_gradient_matches_finite_differences(stepwise, whole):
                                    atol=1e-3 * float(jnp.linalg.norm(flat_grads)))
 
 
+# -- transformer memory ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(memory="lstm"), "memory must be one of"),
+    (dict(memory="transformer", num_heads=3), "divisible by num_heads=3"),
+    (dict(memory="transformer", bptt_length=2), "bptt_length must be None"),
+    (dict(memory="transformer", separate_value=True), "separate_value is a GRU option"),
+    (dict(memory="transformer", num_layers=0), "num_layers must be a positive integer"),
+])
+def test_config_rejects_bad_memory_options(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+@pytest.fixture(scope="module")
+def transformer(mdp_family):
+    """A 2-layer, 2-head transformer learner and one batch of its trials."""
+    learner = rl2.make(tiny_config(memory="transformer", num_heads=2, previous_obs_input=True),
+                       mdp_family)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
+    run = jax.jit(learner.run_trials, static_argnums=3)
+    return learner, params, tasks, run(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+
+
+def test_transformer_whole_trial_equals_its_steps(transformer):
+    """The loss's all-at-once pass gives the rollout's step-by-step outputs, and the
+    memory the rollout starts each trial from is empty."""
+    learner, params, _, trials = transformer
+    empty = learner.network.initial_state((4, 1))
+    chex.assert_trees_all_equal(trials.chunk_hidden, empty)
+    first = jax.tree.map(lambda x: x[:, 0], trials.chunk_hidden)
+    dist, value = jax.jit(learner.sequence)(params, first, trials.inputs[:, 0])
+    np.testing.assert_allclose(value, trials.value[:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dist.log_prob(trials.action[:, 0]), trials.log_prob[:, 0],
+                               rtol=1e-5, atol=1e-5)
+    # the batched step (no in-place write) matches too
+    hidden, step_value = empty, []
+    for t in range(trials.inputs.shape[2]):
+        hidden, _, v = learner.network.apply(params, hidden, trials.inputs[:, :, t])
+        step_value.append(v[:, 0])
+    np.testing.assert_array_equal(hidden["count"], trials.inputs.shape[2])
+    np.testing.assert_allclose(jnp.stack(step_value, 1), trials.value[:, 0], rtol=1e-5,
+                               atol=1e-5)
+
+
+
+def test_transformer_attends_across_episodes_and_only_to_the_past(transformer):
+    """Changing the reward seen at step 1 changes the outputs of every later step, those
+    of the next episodes too, and none before it."""
+    learner, params, _, trials = transformer
+    inputs = trials.inputs[:, 0]                          # [B, T, in]; reward is input -2
+    changed = inputs.at[:, 1, -2].add(3.0)
+    outputs = jax.jit(learner.sequence)
+    (dist, value), (dist2, value2) = [outputs(params, None, x)
+                                      for x in (inputs, changed)]
+    diff = np.abs(np.asarray(value2 - value)) + np.abs(np.asarray(
+        dist2.logits - dist.logits)).sum(-1)
+    np.testing.assert_array_equal(diff[:, :1], 0.0)
+    assert np.all(diff[:, 1:] > 1e-7), "a later step did not see the earlier reward"
+
+
+def test_transformer_trial_beyond_its_memory_raises(transformer):
+    learner, params, tasks, _ = transformer
+    with pytest.raises(ValueError, match="exceeds the transformer memory's 9 slots"):
+        learner.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES + 1)
+    longer = rl2.make(dataclasses.replace(learner.config, eval_episodes=5), learner.family)
+    assert longer.network.max_len == 5 * EPISODE_LENGTH
+
+
+def test_transformer_loss_gradient_matches_finite_differences(transformer):
+    learner, params, _, trials = transformer
+    adv, returns = jax.jit(learner.advantages)(trials)
+    args = (None, trials.inputs[:, 0], trials.action[:, 0],
+            trials.log_prob[:, 0] + 0.05, adv, returns + 0.3, trials.valid[:, 0])
+    loss = jax.jit(lambda p: learner.loss(p, *args)[0])
+    flat, unravel = ravel_pytree(params)
+    flat_grads, _ = ravel_pytree(jax.grad(loss)(params))
+    eps = 1e-2
+    for i, key in enumerate(jax.random.split(jax.random.PRNGKey(6), 3)):
+        direction = jax.random.normal(key, flat.shape)
+        if i == 0:
+            direction = flat_grads
+        direction = direction / jnp.linalg.norm(direction)
+        numeric = (loss(unravel(flat + eps * direction))
+                   - loss(unravel(flat - eps * direction))) / (2 * eps)
+        np.testing.assert_allclose(numeric, jnp.dot(flat_grads, direction), rtol=1e-2,
+                                   atol=1e-3 * float(jnp.linalg.norm(flat_grads)))
+
+
+def test_transformer_update_compiles_once(transformer):
+    learner = transformer[0]
+    update = jax.jit(chex.assert_max_traces(learner.update, n=1))
+    state = learner.init(jax.random.PRNGKey(0))
+    for i in range(2):
+        state, metrics = update(state, jax.random.PRNGKey(i))
+    assert np.isfinite(float(metrics["policy_loss"])) and float(metrics["grad_norm"]) > 0
+
+
 # -- update and evaluate ---------------------------------------------------------------
 
 

@@ -29,6 +29,13 @@ episode-done flag (Duan et al. 2016, Fig. 1); all three are zero at the start
 of a trial. With ``previous_obs_input=True`` the input also carries
 ``obs_{t-1}``, the observation ``a_{t-1}`` was taken in (zeros at a trial's
 start), so the whole transition ``(obs_{t-1}, a_{t-1}, r_{t-1})`` is in one input.
+
+The memory is the paper's GRU (``memory="gru"``) or, with
+``memory="transformer"``, causal self-attention over every earlier step of the
+trial (:class:`RL2Transformer`, as in transformer-based in-context RL): the
+"hidden state" is then a key/value cache of the trial so far, reset at every
+trial start like the GRU state, and the PPO loss runs the whole trial through
+the network at once instead of step by step.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from metarl_jax.rl.returns import gae, masked_mean, normalize_advantages
 from metarl_jax.sharding import check_divisible, shard_tasks
 
 EVAL_POLICIES = ("sample", "mode")
+MEMORIES = ("gru", "transformer")
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -75,6 +83,10 @@ class Config:
                                        # was taken in (the whole transition s, a, r)
     separate_value: bool = False       # the value has its own GRU (the paper's RNN
                                        # baseline) instead of sharing the policy's
+    memory: str = "gru"                # "gru" | "transformer" (causal attention over
+                                       # the trial; hidden_size is then its width)
+    num_layers: int = 2                # transformer blocks (memory="transformer")
+    num_heads: int = 4                 # attention heads; must divide hidden_size
     bptt_length: int | None = None     # truncated-BPTT chunk length; None: whole trial
     num_epochs: int = 4                # PPO epochs per iteration
     num_minibatches: int = 4           # minibatches per epoch (over trials or chunks)
@@ -92,7 +104,7 @@ class Config:
 
     def __post_init__(self):
         for name in ("trial_episodes", "meta_batch_size", "hidden_size", "num_epochs",
-                     "num_minibatches"):
+                     "num_minibatches", "num_layers", "num_heads"):
             _check_positive_int(name, getattr(self, name))
         for name in ("head_hidden_sizes", "embed_hidden_sizes"):
             sizes = getattr(self, name)
@@ -118,6 +130,18 @@ class Config:
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.memory not in MEMORIES:
+            raise ValueError(f"memory must be one of {MEMORIES}, got {self.memory!r}")
+        if self.memory == "transformer":
+            if self.hidden_size % self.num_heads:
+                raise ValueError(f"hidden_size={self.hidden_size} must be divisible by "
+                                 f"num_heads={self.num_heads} (memory='transformer')")
+            if self.bptt_length is not None:
+                raise ValueError("memory='transformer' attends over the whole trial: "
+                                 f"bptt_length must be None, got {self.bptt_length!r}")
+            if self.separate_value:
+                raise ValueError("separate_value is a GRU option; memory='transformer' "
+                                 "shares its attention layers between policy and value")
         if self.eval_policy not in EVAL_POLICIES:
             raise ValueError(
                 f"eval_policy must be one of {EVAL_POLICIES}, got {self.eval_policy!r}")
@@ -151,6 +175,10 @@ class RL2Network(nn.Module):
     def state_size(self) -> int:
         """Length of the recurrent state carried between steps."""
         return self.hidden_size * (2 if self.separate_value else 1)
+
+    def initial_state(self, shape: tuple[int, ...] = ()) -> jax.Array:
+        """The zero state of a trial's start, ``[*shape, state_size]``."""
+        return jnp.zeros(shape + (self.state_size,), jnp.float32)
 
     @nn.compact
     def __call__(self, hidden: jax.Array, inputs: jax.Array):
@@ -189,6 +217,143 @@ class RL2Network(nn.Module):
         return hidden, dist, value
 
 
+class RL2Transformer(nn.Module):
+    """Causal-attention memory for RL²: a pre-LayerNorm transformer over the trial.
+
+    The same contract as :class:`RL2Network`:
+    ``__call__(hidden, inputs [..., in]) -> (hidden', dist, value [...])`` is
+    one step, where ``hidden`` (:meth:`initial_state`) holds every layer's
+    attention keys and values of the trial's earlier steps (one ``[...,
+    max_len, d]`` array per layer each) and the number of steps taken (``count``, int32); the
+    all-zero state is an empty memory, so the trial-start reset is the GRU's. Each step embeds its input (an optional
+    ReLU MLP, then a linear token plus a learned embedding of its position in
+    the trial), runs ``num_layers`` blocks of ``num_heads``-head causal
+    self-attention over itself and the cached steps followed by a ReLU MLP of
+    width ``2 d``, and reads the policy and value from the final LayerNorm's
+    output with the same heads as the GRU network.
+
+    :meth:`sequence` computes the same outputs for a whole trial at once
+    (``[..., C, in]`` from an empty memory, ``C <= max_len``), which is how the
+    PPO loss runs it.
+    """
+
+    d_model: int
+    num_layers: int
+    num_heads: int
+    max_len: int
+    action_dim: int
+    discrete: bool
+    head_hidden_sizes: tuple[int, ...] = ()
+    embed_hidden_sizes: tuple[int, ...] = ()
+
+    def initial_state(self, shape: tuple[int, ...] = ()) -> dict:
+        """The empty memory of a trial's start, for a batch of ``shape`` trials."""
+        cache = tuple(jnp.zeros(shape + (self.max_len, self.d_model), jnp.float32)
+                      for _ in range(self.num_layers))
+        return {"keys": cache, "values": cache, "count": jnp.zeros(shape, jnp.int32)}
+
+    def setup(self):
+        d = self.d_model
+        self.embed = [nn.Dense(size, name=f"embed_{i}")
+                      for i, size in enumerate(self.embed_hidden_sizes)]
+        self.token = nn.Dense(d, name="token")
+        self.position = self.param("position", nn.initializers.normal(0.02),
+                                   (self.max_len, d), jnp.float32)
+        self.ln_attention = [nn.LayerNorm(name=f"ln_attention_{i}")
+                             for i in range(self.num_layers)]
+        self.qkv = [nn.Dense(3 * d, name=f"qkv_{i}") for i in range(self.num_layers)]
+        self.attention_out = [nn.Dense(d, name=f"attention_out_{i}")
+                              for i in range(self.num_layers)]
+        self.ln_mlp = [nn.LayerNorm(name=f"ln_mlp_{i}") for i in range(self.num_layers)]
+        self.mlp_in = [nn.Dense(2 * d, name=f"mlp_in_{i}") for i in range(self.num_layers)]
+        self.mlp_out = [nn.Dense(d, name=f"mlp_out_{i}") for i in range(self.num_layers)]
+        self.ln_final = nn.LayerNorm(name="ln_final")
+        self.policy_hidden = [nn.Dense(size, name=f"policy_hidden_{i}")
+                              for i, size in enumerate(self.head_hidden_sizes)]
+        self.value_hidden = [nn.Dense(size, name=f"value_hidden_{i}")
+                             for i, size in enumerate(self.head_hidden_sizes)]
+        self.policy = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
+                               name="policy")
+        self.value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")
+        if not self.discrete:
+            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,),
+                                      jnp.float32)
+
+    def _tokens(self, inputs):
+        x = inputs
+        for layer in self.embed:
+            x = nn.relu(layer(x))
+        return self.token(x)
+
+    def _split_heads(self, x):  # [..., d] -> [..., heads, d / heads]
+        return x.reshape(x.shape[:-1] + (self.num_heads, self.d_model // self.num_heads))
+
+    def _mlp(self, i, x):
+        return x + self.mlp_out[i](nn.relu(self.mlp_in[i](self.ln_mlp[i](x))))
+
+    def _heads(self, x, inputs):
+        features = self.ln_final(x)
+        policy_features = value_features = features
+        if self.head_hidden_sizes:
+            policy_features = value_features = jnp.concatenate([features, inputs], axis=-1)
+            for policy_layer, value_layer in zip(self.policy_hidden, self.value_hidden):
+                policy_features = nn.relu(policy_layer(policy_features))
+                value_features = nn.relu(value_layer(value_features))
+        head = self.policy(policy_features)
+        value = self.value(value_features)[..., 0]
+        dist = Categorical(head) if self.discrete else DiagGaussian(head, self.log_std)
+        return dist, value
+
+    def __call__(self, hidden, inputs: jax.Array):
+        d, length = self.d_model, self.max_len
+        count = hidden["count"]
+        t = jnp.minimum(count, length - 1)                           # this step's slot
+        visible = (jnp.arange(length) <= t[..., None])[..., None, :]  # [..., 1, L]
+        x = self._tokens(inputs) + jnp.take(self.position, t, axis=0)
+
+        def write(cache, row):  # cache [..., L, d], row [..., d]: row into slot t
+            if count.ndim == 0:  # one trial (vmapped in rollouts): an in-place update
+                return jax.lax.dynamic_update_slice(cache, row[None], (t, 0))
+            return jnp.where((jnp.arange(length) == t[..., None])[..., None],
+                             row[..., None, :], cache)
+
+        new_keys, new_values = [], []
+        for i in range(self.num_layers):
+            q, k, v = jnp.split(self.qkv[i](self.ln_attention[i](x)), 3, axis=-1)
+            keys = write(hidden["keys"][i], k)
+            values = write(hidden["values"][i], v)
+            new_keys.append(keys)
+            new_values.append(values)
+            scores = jnp.einsum("...hc,...lhc->...hl", self._split_heads(q),
+                                self._split_heads(keys)) / math.sqrt(d // self.num_heads)
+            weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
+            attended = jnp.einsum("...hl,...lhc->...hc", weights, self._split_heads(values))
+            x = x + self.attention_out[i](attended.reshape(attended.shape[:-2] + (d,)))
+            x = self._mlp(i, x)
+        hidden = {"keys": tuple(new_keys), "values": tuple(new_values), "count": count + 1}
+        dist, value = self._heads(x, inputs)
+        return hidden, dist, value
+
+    def sequence(self, inputs: jax.Array):
+        """Outputs at every step of trials ``[..., C, in]`` that start from an empty memory."""
+        c = inputs.shape[-2]
+        if c > self.max_len:
+            raise ValueError(f"a sequence of {c} steps exceeds the memory's max_len="
+                             f"{self.max_len}")
+        d = self.d_model
+        x = self._tokens(inputs) + self.position[:c]
+        causal = jnp.tril(jnp.ones((c, c), bool))
+        for i in range(self.num_layers):
+            q, k, v = jnp.split(self.qkv[i](self.ln_attention[i](x)), 3, axis=-1)
+            scores = jnp.einsum("...thc,...lhc->...htl", self._split_heads(q),
+                                self._split_heads(k)) / math.sqrt(d // self.num_heads)
+            weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+            attended = jnp.einsum("...htl,...lhc->...thc", weights, self._split_heads(v))
+            x = x + self.attention_out[i](attended.reshape(attended.shape[:-2] + (d,)))
+            x = self._mlp(i, x)
+        return self._heads(x, inputs)
+
+
 @struct.dataclass
 class TrialBatch:
     """Trials in truncated-BPTT chunks: ``B`` trials, ``K`` chunks of ``C`` steps.
@@ -198,7 +363,8 @@ class TrialBatch:
 
     * ``chunk_hidden``: ``[B, K, S]`` recurrent state at the start of each chunk
       (``S = H``, ``2 H`` with ``separate_value``; zeros for the first chunk: the
-      state resets at every trial start)
+      state resets at every trial start); with ``memory="transformer"`` the
+      empty attention memory (a dict of arrays with leading ``[B, 1]``)
     * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
       (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``)
     * ``action``: ``[B, K, C, *action_shape]``
@@ -208,7 +374,7 @@ class TrialBatch:
     * ``episode``: ``[B, K, C]`` int32, index of the episode within the trial
     """
 
-    chunk_hidden: jax.Array
+    chunk_hidden: Any
     inputs: jax.Array
     action: jax.Array
     log_prob: jax.Array
@@ -241,7 +407,8 @@ class Learner(NamedTuple):
     run_trials: Any
     advantages: Any
     loss: Any
-    network: RL2Network
+    sequence: Any
+    network: Any  # RL2Network or RL2Transformer
     config: Config
     family: Any
     key_metric: str = "mean_trial_return"
@@ -287,9 +454,17 @@ def make(config: Config, family, mesh=None) -> Learner:
             f"got {action_space!r}")
     obs_dim = math.prod(env.observation_space(params0).shape)
     input_dim = obs_dim * (2 if config.previous_obs_input else 1) + action_dim + 2
-    network = RL2Network(config.hidden_size, action_dim, discrete,
-                         tuple(config.head_hidden_sizes), tuple(config.embed_hidden_sizes),
-                         config.separate_value)
+    if config.memory == "transformer":
+        # one cache slot per step of the longest trial this learner plays
+        max_len = max(config.trial_episodes, config.eval_episodes or 0) * horizon
+        network = RL2Transformer(config.hidden_size, config.num_layers, config.num_heads,
+                                 max_len, action_dim, discrete,
+                                 tuple(config.head_hidden_sizes),
+                                 tuple(config.embed_hidden_sizes))
+    else:
+        network = RL2Network(config.hidden_size, action_dim, discrete,
+                             tuple(config.head_hidden_sizes), tuple(config.embed_hidden_sizes),
+                             config.separate_value)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(config.learning_rate))
 
@@ -313,6 +488,11 @@ def make(config: Config, family, mesh=None) -> Learner:
         trial, episode boundaries included. Returns a :class:`TrialBatch`.
         """
         total = num_episodes * horizon
+        if config.memory == "transformer" and total > network.max_len:
+            raise ValueError(
+                f"a trial of {num_episodes} episodes x {horizon} steps = {total} steps exceeds "
+                f"the transformer memory's {network.max_len} slots (max of trial_episodes and "
+                "eval_episodes, times the horizon)")
         chunk = config.bptt_length or total
         num_chunks = -(-total // chunk)
         task_params = with_horizon(task_params)
@@ -322,7 +502,7 @@ def make(config: Config, family, mesh=None) -> Learner:
             reset_key, scan_key = jax.random.split(key)
             obs, env_state = env.reset(reset_key, env_params)
             flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
-            carry = (obs, env_state, jnp.zeros((network.state_size,), jnp.float32),
+            carry = (obs, env_state, network.initial_state(),
                      jnp.zeros((action_dim,), jnp.float32), jnp.zeros((), jnp.float32),
                      jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
                      jnp.zeros_like(flat_obs))
@@ -365,20 +545,35 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     # -- PPO ---------------------------------------------------------------------
 
-    def loss(params, hidden, inputs, action, old_log_prob, advantages, returns, valid):
-        """Recurrent PPO loss on ``N`` sequences of ``C`` steps (Schulman et al. 2017).
+    def sequence(params, hidden, inputs):
+        """Policy distributions and values at every step of ``N`` sequences.
 
-        ``hidden [N, H]`` is the GRU state at each sequence's start, the other
-        arguments are ``[N, C, ...]``. Returns ``(loss, aux)`` with the clipped
-        surrogate, ``value_coef`` times half the squared error of the value
-        against the GAE returns, and ``entropy_coef`` times the entropy bonus.
+        ``hidden [N, S]`` is the recurrent state at each sequence's start and
+        ``inputs [N, C, in]``; returns ``(dist, value)`` with leading axes
+        ``[N, C]``. The GRU runs step by step from ``hidden``; the transformer
+        attends over the whole sequence at once, from the empty memory of a
+        trial's start (its sequences are whole trials: ``bptt_length`` is None).
         """
+        if config.memory == "transformer":
+            del hidden
+            return network.apply(params, inputs, method=RL2Transformer.sequence)
+
         def step(h, x):
             h, dist, value = network.apply(params, h, x)
             return h, (dist, value)
 
         _, (dist, value) = jax.lax.scan(step, hidden, jnp.swapaxes(inputs, 0, 1))
-        dist, value = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), (dist, value))
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), (dist, value))
+
+    def loss(params, hidden, inputs, action, old_log_prob, advantages, returns, valid):
+        """Recurrent PPO loss on ``N`` sequences of ``C`` steps (Schulman et al. 2017).
+
+        ``hidden [N, S]`` is the recurrent state at each sequence's start, the other
+        arguments are ``[N, C, ...]``. Returns ``(loss, aux)`` with the clipped
+        surrogate, ``value_coef`` times half the squared error of the value
+        against the GAE returns, and ``entropy_coef`` times the entropy bonus.
+        """
+        dist, value = sequence(params, hidden, inputs)
         log_prob = dist.log_prob(action)
         policy_loss = ppo_clip_loss(log_prob, old_log_prob, advantages, valid, config.clip_eps)
         value_loss = 0.5 * masked_mean(jnp.square(value - returns), valid)
@@ -411,7 +606,7 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     def init(key: jax.Array) -> RL2State:
         """Initial network parameters and optimiser state."""
-        params = network.init(key, jnp.zeros((network.state_size,), jnp.float32),
+        params = network.init(key, network.initial_state(),
                               jnp.zeros((input_dim,), jnp.float32))
         return RL2State(params=params, opt_state=optimizer.init(params),
                         step=jnp.zeros((), jnp.int32))
@@ -428,7 +623,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         def chunked(x):  # [B, K, C, ...] -> [B * K, C, ...]: chunks are the PPO sequences
             return x.reshape((b * k, c) + x.shape[3:])
 
-        data = (trials.chunk_hidden.reshape(b * k, -1), chunked(trials.inputs),
+        data = (jax.tree.map(lambda x: x.reshape((b * k,) + x.shape[2:]), trials.chunk_hidden),
+                chunked(trials.inputs),
                 chunked(trials.action), chunked(trials.log_prob),
                 adv.reshape(b * k, c), returns.reshape(b * k, c), chunked(trials.valid))
         grad_fn = jax.value_and_grad(loss, has_aux=True)
@@ -477,5 +673,6 @@ def make(config: Config, family, mesh=None) -> Learner:
         return {"rl2": episode_returns(trials, num_episodes)}
 
     return Learner(init=init, update=update, evaluate=evaluate, run_trials=run_trials,
-                   advantages=trial_advantages, loss=loss, network=network, config=config,
+                   advantages=trial_advantages, loss=loss, sequence=sequence,
+                   network=network, config=config,
                    family=family)
