@@ -505,12 +505,14 @@ def test_task_axis_sharded_over_two_devices():
 
 
 @pytest.mark.slow
-def test_rl2_beats_random_on_two_armed_bandit(in_ci):
+@pytest.mark.parametrize("memory", rl2.MEMORIES)
+def test_rl2_beats_random_on_two_armed_bandit(in_ci, memory):
     """n = 10 pulls of a 2-armed bandit, p ~ U[0, 1]: random gets 5.0, the oracle 6.67."""
     family = metarl_jax.make("bandit-bernoulli", arms=2)
     iterations = 40 if in_ci else 100
     config = rl2.Config(trial_episodes=10, meta_batch_size=256, hidden_size=64,
-                        learning_rate=3e-3)
+                        learning_rate=3e-3, memory=memory,
+                        **({"num_layers": 1} if memory == "transformer" else {}))
     learner = rl2.make(config, family)
     update = jax.jit(learner.update)
     state = learner.init(jax.random.PRNGKey(0))
