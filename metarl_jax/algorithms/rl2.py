@@ -308,7 +308,7 @@ class RL2Transformer(nn.Module):
         d, length = self.d_model, self.max_len
         count = hidden["count"]
         t = jnp.minimum(count, length - 1)                           # this step's slot
-        visible = (jnp.arange(length) <= t[..., None])[..., None, :]  # [..., 1, L]
+        visible = (jnp.arange(length) <= t[..., None])[..., :, None]  # [..., L, 1]
         x = self._tokens(inputs) + jnp.take(self.position, t, axis=0)
 
         def write(cache, row):  # cache [..., L, d], row [..., d]: row into slot t
@@ -324,10 +324,12 @@ class RL2Transformer(nn.Module):
             values = write(hidden["values"][i], v)
             new_keys.append(keys)
             new_values.append(values)
-            scores = jnp.einsum("...hc,...lhc->...hl", self._split_heads(q),
-                                self._split_heads(keys)) / math.sqrt(d // self.num_heads)
-            weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
-            attended = jnp.einsum("...hl,...lhc->...hc", weights, self._split_heads(values))
+            # one query against the cache: multiply-and-sum (memory-bound reductions that
+            # XLA fuses) rather than a batch of matrix-vector products
+            scores = jnp.sum(self._split_heads(q)[..., None, :, :] * self._split_heads(keys),
+                             axis=-1) / math.sqrt(d // self.num_heads)          # [..., L, h]
+            weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-2)
+            attended = jnp.sum(weights[..., None] * self._split_heads(values), axis=-3)
             x = x + self.attention_out[i](attended.reshape(attended.shape[:-2] + (d,)))
             x = self._mlp(i, x)
         hidden = {"keys": tuple(new_keys), "values": tuple(new_values), "count": count + 1}
