@@ -224,8 +224,9 @@ class RL2Transformer(nn.Module):
     ``__call__(hidden, inputs [..., in]) -> (hidden', dist, value [...])`` is
     one step, where ``hidden`` (:meth:`initial_state`) holds every layer's
     attention keys and values of the trial's earlier steps (one ``[...,
-    max_len, d]`` array per layer each) and the number of steps taken (``count``, int32); the
-    all-zero state is an empty memory, so the trial-start reset is the GRU's. Each step embeds its input (an optional
+    max_len, d]`` array per layer each) and the number of steps taken
+    (``count``, int32); the all-zero state is an empty memory, so the
+    trial-start reset is the GRU's. Each step embeds its input (an optional
     ReLU MLP, then a linear token plus a learned embedding of its position in
     the trial), runs ``num_layers`` blocks of ``num_heads``-head causal
     self-attention over itself and the cached steps followed by a ReLU MLP of
@@ -625,8 +626,10 @@ def make(config: Config, family, mesh=None) -> Learner:
         def chunked(x):  # [B, K, C, ...] -> [B * K, C, ...]: chunks are the PPO sequences
             return x.reshape((b * k, c) + x.shape[3:])
 
-        data = (jax.tree.map(lambda x: x.reshape((b * k,) + x.shape[2:]), trials.chunk_hidden),
-                chunked(trials.inputs),
+        # the transformer's sequences start from the empty memory: no state to shuffle
+        hidden = None if config.memory == "transformer" else jax.tree.map(
+            lambda x: x.reshape((b * k,) + x.shape[2:]), trials.chunk_hidden)
+        data = (hidden, chunked(trials.inputs),
                 chunked(trials.action), chunked(trials.log_prob),
                 adv.reshape(b * k, c), returns.reshape(b * k, c), chunked(trials.valid))
         grad_fn = jax.value_and_grad(loss, has_aux=True)
