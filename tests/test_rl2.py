@@ -363,7 +363,6 @@ def test_transformer_whole_trial_equals_its_steps(transformer):
                                atol=1e-5)
 
 
-
 def test_transformer_attends_across_episodes_and_only_to_the_past(transformer):
     """Changing the reward seen at step 1 changes the outputs of every later step, those
     of the next episodes too, and none before it."""
