@@ -28,6 +28,8 @@ Usage::
 
     python benchmarks/rl2_bandits.py --cells 10,5 10,10 [--minutes 30] [--iterations N]
     python benchmarks/rl2_bandits.py --quick          # n=10, k=5, a few minutes
+    python benchmarks/rl2_bandits.py --cells 500,10 --minutes 120 --checkpoint-dir ckpt
+        # stop any time, rerun to continue; --minutes is the whole run's budget
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from rl2_tables import (BANDIT_COLUMNS, BANDIT_HEADERS, BANDIT_PLAYERS, BANDIT_P
 import metarl_jax
 from metarl_jax.algorithms import rl2
 from metarl_jax.baselines import bandits
+from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import (ConfigError, config_from_dict, config_to_dict, merge,
                                         parse_assignments)
 
@@ -98,38 +101,75 @@ def play_baselines(arm_means, num_pulls: int, key, hyperparameters) -> dict[str,
     return out
 
 
-def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_progress=None):
+def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_progress=None,
+              checkpoint_dir: str | None = None, label: str = ""):
     """Meta-train; returns (learner, state, compile s, train s, iterations done, env steps).
 
-    Every 10 iterations prints progress, stops once ``minutes`` have passed
-    and calls ``on_progress(iteration, state)`` if given; the time it takes
-    is excluded from the training time.
+    Every 10 iterations prints progress, stops once ``minutes`` of training
+    have passed and calls ``on_progress(iteration, state)`` if given; the time
+    it takes is excluded from the training time.
+
+    With ``checkpoint_dir`` the state is saved there (orbax, ``Checkpointer``)
+    every 10 iterations, with the training seconds and env steps so far, and a
+    run that finds a checkpoint there continues from it: the same per-iteration
+    keys, so the result equals one uninterrupted run, and ``minutes`` is the
+    budget of the whole run, earlier sessions included. A checkpoint of another
+    run (config, family, ``label``, seed or iteration count) raises ``ValueError``
+    naming the differences.
     """
     learner = rl2.make(config, family)
     state = learner.init(jax.random.PRNGKey(seed))
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), iterations)
+    env_steps, done, prior_s = 0.0, 0, 0.0
+    checkpointer = None
+    if checkpoint_dir is not None:
+        identity = {"family": family.name, "label": label, "seed": seed,
+                    "iterations": iterations,
+                    **{f"rl2_config.{k}": v for k, v in config_to_dict(config).items()}}
+        checkpointer = Checkpointer(checkpoint_dir, max_to_keep=2)
+        restored = checkpointer.restore_latest(state)
+        if restored is not None:
+            saved = json.loads(json.dumps(restored.host["identity"]))
+            wanted = json.loads(json.dumps(identity))
+            differences = [f"{k}: {saved.get(k)!r} (checkpoint) vs {wanted.get(k)!r}"
+                           for k in sorted(set(saved) | set(wanted))
+                           if saved.get(k) != wanted.get(k)]
+            if differences:
+                checkpointer.close()
+                raise ValueError(f"the checkpoint in {checkpoint_dir!r} is of another run: "
+                                 + "; ".join(differences))
+            state, done = restored.state, restored.iteration
+            prior_s, env_steps = restored.host["train_s"], restored.host["env_steps"]
+            print(f"  resumed from iteration {done} ({prior_s:.0f} s trained)", flush=True)
     start = time.perf_counter()
     update = jax.jit(learner.update).lower(state, keys[0]).compile()
     compile_s = time.perf_counter() - start
-    env_steps, done, excluded_s = 0.0, 0, 0.0
+    excluded_s = 0.0
     start = time.perf_counter()
-    for key in keys:
+    for key in keys[done:]:
+        if prior_s > 60 * minutes:
+            break
         state, metrics = update(state, key)
         env_steps = env_steps + metrics["env_steps"]  # stays on device: no sync per step
         done += 1
         if done % 10 == 0 or done == iterations:
             jax.block_until_ready(state)
-            elapsed = time.perf_counter() - start - excluded_s
+            elapsed = time.perf_counter() - start - excluded_s + prior_s
             print(f"  iteration {done}: train return {float(metrics['mean_trial_return']):.3f}"
                   f", entropy {float(metrics['entropy']):.3f}, {elapsed:.0f} s", flush=True)
+            paused = time.perf_counter()
             if on_progress is not None:
-                paused = time.perf_counter()
                 on_progress(done, state)
-                excluded_s += time.perf_counter() - paused
+            if checkpointer is not None:
+                checkpointer.save(done, state, {"identity": identity, "train_s": elapsed,
+                                                "env_steps": float(env_steps)})
+            excluded_s += time.perf_counter() - paused
             if elapsed > 60 * minutes:
                 break
     jax.block_until_ready(state)
-    train_s = time.perf_counter() - start - excluded_s
+    train_s = time.perf_counter() - start - excluded_s + prior_s
+    if checkpointer is not None:
+        checkpointer.close()
     return learner, state, compile_s, train_s, done, float(env_steps)
 
 
@@ -142,8 +182,13 @@ def train_and_play(label: str, config, family, tasks, eval_key, args):
     rate) for the cell's JSON.
     """
     print(f"{label}: training RL² ({config})", flush=True)
+    checkpoint_dir = None
+    if args.checkpoint_dir is not None:
+        checkpoint_dir = os.path.join(os.path.abspath(args.checkpoint_dir),
+                                      "".join(c if c.isalnum() else "_" for c in label))
     learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
-        config, family, args.iterations, args.minutes, args.seed)
+        config, family, args.iterations, args.minutes, args.seed,
+        checkpoint_dir=checkpoint_dir, label=label)
     curve = jax.jit(learner.evaluate)(state, tasks, eval_key)["rl2"]
     record = {"rl2_config": dataclasses.asdict(config), "iterations": iterations,
               "compile_s": compile_s, "train_s": train_s, "env_steps": env_steps,
@@ -216,6 +261,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, iterations: int,
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="save each cell's training state under this folder every 10 "
+                             "iterations and continue from it when rerun (the same flags); "
+                             "--minutes is then the whole run's budget")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append",
                         default=[], help="override an rl2.Config field for every cell, "
                                          "e.g. --set hidden_size=128 (JSON values)")

@@ -28,6 +28,8 @@ Usage::
 
     python benchmarks/rl2_mdp.py --episodes 10 25 [--minutes 30] [--iterations N]
     python benchmarks/rl2_mdp.py --memory transformer --episodes 10   # attention memory
+    python benchmarks/rl2_mdp.py --memory transformer --episodes 25 --minutes 240 \
+        --checkpoint-dir ckpt   # rerun to continue; --minutes counts the whole run
     python benchmarks/rl2_mdp.py --quick
     python benchmarks/rl2_mdp.py --cartpole [--minutes 10]
 """
