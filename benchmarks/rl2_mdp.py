@@ -203,6 +203,8 @@ def main():
     args = parser.parse_args()
     results_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     if args.cartpole:
+        if args.checkpoint_dir is not None:
+            parser.error("--checkpoint-dir is for the Table 2 cells, not --cartpole")
         out = args.out or os.path.join(results_dir, "rl2_cartpole.json")
         result = run_cartpole(args)
         key = "cartpole" if args.cartpole_fixed_direction else "cartpole_random_push_direction"
