@@ -531,12 +531,7 @@ def test_imitation_teacher_targets_follow_the_posterior_mean(stepwise):
     """benchmarks/rl2_mdp_imitation.py labels each step with the myopic teacher's choice given
     the trial so far: uniform over the current state's actions whose posterior-mean reward
     (1 + sum) / (1 + count) over *earlier* steps is highest. Checked against a plain loop."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
-                        "rl2_mdp_imitation.py")
-    spec = importlib.util.spec_from_file_location("rl2_mdp_imitation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_module("rl2_mdp_imitation")
     _, _, _, trials, _ = stepwise
     num_states, num_actions = 3, 2
     target = np.asarray(module.myopic_targets(trials, num_states, num_actions))
