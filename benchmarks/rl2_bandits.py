@@ -53,6 +53,7 @@ from metarl_jax.baselines import bandits
 from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import (ConfigError, config_from_dict, config_to_dict, merge,
                                         parse_assignments)
+from metarl_jax.training.runner import identity_differences
 
 TUNED_BASELINES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                "baselines_tables.json")
@@ -134,11 +135,8 @@ def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_pro
         checkpointer = Checkpointer(checkpoint_dir, max_to_keep=2)
         restored = checkpointer.restore_latest(state)
         if restored is not None:
-            saved = json.loads(json.dumps(restored.host["identity"]))
-            wanted = json.loads(json.dumps(identity))
-            differences = [f"{k}: {saved.get(k)!r} (checkpoint) vs {wanted.get(k)!r}"
-                           for k in sorted(set(saved) | set(wanted))
-                           if saved.get(k) != wanted.get(k)]
+            differences = identity_differences(restored.host["identity"], identity,
+                                               keys=identity)
             if differences:
                 checkpointer.close()
                 raise ValueError(f"the checkpoint in {checkpoint_dir!r} is of another run: "

@@ -587,8 +587,8 @@ def test_benchmark_training_resumes_exactly_from_its_checkpoint(tmp_path, capsys
     chex.assert_trees_all_equal(resumed.params, straight.params)
     assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), first.params,
                                          straight.params))
-    with pytest.raises(ValueError, match=r"rl2_config\.learning_rate: 0\.001 \(checkpoint\) vs 0\.002$"):
+    with pytest.raises(ValueError, match=r"rl2_config\.learning_rate: 0\.001 \(checkpoint\) vs 0\.002 \(requested\)$"):
         bench.train_rl2(dataclasses.replace(config, learning_rate=2e-3), family, 20, 1e6, seed=3,
                         checkpoint_dir=directory, label="n=5")
-    with pytest.raises(ValueError, match=r"label: 'n=5' \(checkpoint\) vs 'n=6'"):
+    with pytest.raises(ValueError, match=r"label: 'n=5' \(checkpoint\) vs 'n=6' \(requested\)"):
         bench.train_rl2(config, family, 20, 1e6, seed=3, checkpoint_dir=directory, label="n=6")

@@ -37,7 +37,7 @@ import shutil
 import time
 import types
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -175,10 +175,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def identity_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
-    """``["algorithm_config.inner_lr: 0.1 (checkpoint) vs 0.2 (requested)", ...]``."""
-    old = _flatten(json.loads(json.dumps({k: saved.get(k) for k in IDENTITY_KEYS})))
-    new = _flatten(json.loads(json.dumps({k: requested.get(k) for k in IDENTITY_KEYS})))
+def identity_differences(saved: Mapping[str, Any], requested: Mapping[str, Any],
+                         keys: Iterable[str] = IDENTITY_KEYS) -> list[str]:
+    """``["algorithm_config.inner_lr: 0.1 (checkpoint) vs 0.2 (requested)", ...]`` over
+    ``keys`` (nested mappings are compared field by field)."""
+    keys = tuple(keys)
+    old = _flatten(json.loads(json.dumps({k: saved.get(k) for k in keys})))
+    new = _flatten(json.loads(json.dumps({k: requested.get(k) for k in keys})))
     return [f"{key}: {old.get(key)!r} (checkpoint) vs {new.get(key)!r} (requested)"
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
