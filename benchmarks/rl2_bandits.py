@@ -135,8 +135,10 @@ def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_pro
         checkpointer = Checkpointer(checkpoint_dir, max_to_keep=2)
         restored = checkpointer.restore_latest(state)
         if restored is not None:
-            differences = identity_differences(restored.host["identity"], identity,
-                                               keys=identity)
+            differences = identity_differences(
+                restored.host["identity"], identity, keys=identity,
+                defaults={f"rl2_config.{k}": v
+                          for k, v in config_to_dict(rl2.Config()).items()})
             if differences:
                 checkpointer.close()
                 raise ValueError(f"the checkpoint in {checkpoint_dir!r} is of another run: "

@@ -63,7 +63,7 @@ def whole(mdp_family, stepwise):
     ("max_grad_norm", -1.0), ("clip_eps", 0.0), ("reward_scale", 0.0),
     ("entropy_coef", -0.1), ("value_coef", -1.0), ("gamma", 1.5), ("gae_lambda", -0.1),
     ("eval_policy", "greedy"), ("eval_episodes", 0), ("hidden_size", 2.5),
-    ("trial_episodes", True),
+    ("trial_episodes", True), ("learning_reward", "mean"),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
@@ -77,7 +77,7 @@ def test_config_rejects_bad_layer_sizes(field, value):
         rl2.Config(**{field: value})
 
 
-@pytest.mark.parametrize("field", ["previous_obs_input", "separate_value"])
+@pytest.mark.parametrize("field", ["previous_obs_input", "separate_value", "privileged_value"])
 def test_config_rejects_non_bool_flags(field):
     with pytest.raises(ValueError, match=field):
         rl2.Config(**{field: 1})
@@ -413,6 +413,77 @@ def test_transformer_update_compiles_once(transformer):
     for i in range(2):
         state, metrics = update(state, jax.random.PRNGKey(i))
     assert np.isfinite(float(metrics["policy_loss"])) and float(metrics["grad_norm"]) > 0
+
+
+# -- variance reductions: expected-reward signal, privileged value ----------------------
+
+
+@pytest.mark.parametrize("memory", rl2.MEMORIES)
+def test_expected_reward_signal_and_privileged_value(mdp_family, memory):
+    """learning_reward="expected": the reward PPO learns from is mean_rewards[s, a] of each
+    step while the policy's input keeps the sampled reward. privileged_value: the task's
+    parameters reach the value head only; the policy's outputs do not depend on them."""
+    extra = {"num_heads": 2} if memory == "transformer" else {}
+    learner = rl2.make(tiny_config(memory=memory, learning_reward="expected",
+                                   privileged_value=True, **extra), mdp_family)
+    plain = rl2.make(tiny_config(memory=memory, **extra), mdp_family)
+    tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
+    features = jax.vmap(rl2.task_features)(tasks)
+    chex.assert_shape(features, (4, 3 * 2 * 3 + 3 * 2 + 1))  # transitions, means, noise std
+    state = learner.init(jax.random.PRNGKey(0))
+    trials = jax.jit(learner.run_trials, static_argnums=3)(
+        state.params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    plain_trials = jax.jit(plain.run_trials, static_argnums=3)(
+        plain.init(jax.random.PRNGKey(0)).params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
+    # the same env randomness: the sampled rewards are the plain learner's whenever the
+    # actions agree; the learning signal is the mean reward of the state-action taken
+    inputs = trials.flat(trials.inputs)                                   # [B, T, in + F]
+    np.testing.assert_array_equal(inputs[..., -features.shape[1]:],
+                                  np.broadcast_to(features[:, None], inputs.shape[:2]
+                                                  + features.shape[1:]))
+    obs = inputs[..., :3]
+    state_index = np.argmax(np.asarray(obs), axis=-1)                     # [B, T]
+    action = np.asarray(trials.flat(trials.action))
+    means = np.asarray(tasks.mean_rewards)
+    expected = means[np.arange(4)[:, None], state_index, action]
+    np.testing.assert_allclose(trials.flat(trials.learning_reward), expected, rtol=1e-6)
+    assert not np.allclose(trials.flat(trials.reward), expected)  # rewards stay noisy
+    np.testing.assert_array_equal(plain_trials.learning_reward, plain_trials.reward)
+    # the advantages are computed from the learning signal
+    adv, returns = learner.advantages(trials)
+    shifted = trials.replace(reward=trials.reward + 100.0)
+    chex.assert_trees_all_close(learner.advantages(shifted), (adv, returns))
+
+    # the policy ignores the privileged features, the value reads them
+    hidden = None if memory == "transformer" else trials.chunk_hidden[:, 0]
+    other = inputs.at[..., -features.shape[1]:].set(features[::-1, None])
+    dist, value = learner.sequence(state.params, hidden, inputs)
+    dist2, value2 = learner.sequence(state.params, hidden, other)
+    np.testing.assert_allclose(dist.logits, dist2.logits, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(value, value2)
+    assert "privileged_value" in state.params["params"]
+    _, aux = learner.loss(state.params, hidden, inputs, trials.flat(trials.action),
+                          trials.flat(trials.log_prob), adv, returns,
+                          trials.flat(trials.valid))
+    assert np.isfinite(float(aux["value_loss"]))
+
+
+def test_expected_reward_needs_an_env_that_reports_it():
+    family = metarl_jax.make("cartpole", max_steps_in_episode=5)
+    with pytest.raises(TypeError, match="info\\['expected_reward'\\]"):
+        rl2.make(tiny_config(learning_reward="expected"), family)
+    learner = rl2.make(tiny_config(privileged_value=True), family)  # its params are features
+    assert learner.network.privileged_dim == int(
+        rl2.task_features(family.sample_params(jax.random.PRNGKey(0))).shape[0])
+
+
+def test_bandit_reports_the_pulled_arms_mean():
+    family = metarl_jax.make("bandit-bernoulli", arms=3)
+    params = family.sample_params(jax.random.PRNGKey(0))
+    obs, env_state = family.env.reset(jax.random.PRNGKey(1), params)
+    for arm in range(3):
+        *_, info = family.env.step(jax.random.PRNGKey(2), env_state, arm, params)
+        assert float(info["expected_reward"]) == pytest.approx(float(params.arm_means[arm]))
 
 
 # -- update and evaluate ---------------------------------------------------------------

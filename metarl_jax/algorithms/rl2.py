@@ -36,6 +36,16 @@ trial (:class:`RL2Transformer`, as in transformer-based in-context RL): the
 "hidden state" is then a key/value cache of the trial so far, reset at every
 trial start like the GRU state, and the PPO loss runs the whole trial through
 the network at once instead of step by step.
+
+Two variance reductions, both off by default (the paper's RL² has neither),
+change only how the policy is *trained*, never what it sees:
+``learning_reward="expected"`` computes advantages and value targets from the
+env's expected reward ``E[r_t | s_t, a_t, task]`` instead of the sampled one
+(unbiased: the score of ``a_t`` and of every earlier action is known once
+``(s_t, a_t)`` is, so the sampled reward's noise only adds variance), and
+``privileged_value=True`` lets the value head, and only it, read the task's
+parameters (an asymmetric critic; the value is a baseline, so the policy
+gradient stays unbiased whatever it reads).
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ from metarl_jax.sharding import check_divisible, shard_tasks
 
 EVAL_POLICIES = ("sample", "mode")
 MEMORIES = ("gru", "transformer")
+LEARNING_REWARDS = ("sampled", "expected")
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -101,6 +112,13 @@ class Config:
     normalize_advantages: bool = True
     eval_policy: str = "sample"        # "sample" | "mode" when evaluating
     eval_episodes: int | None = None   # episodes per evaluation trial; None: trial_episodes
+    learning_reward: str = "sampled"   # "sampled" | "expected": advantages and value
+                                       # targets use the env's info["expected_reward"]
+                                       # (E[r | s, a, task]); the policy still sees only
+                                       # sampled rewards. Unbiased, less variance; needs
+                                       # an env that reports it (bandits, tabular MDPs)
+    privileged_value: bool = False     # the value head also sees the task's parameters
+                                       # (an asymmetric critic); the policy never does
 
     def __post_init__(self):
         for name in ("trial_episodes", "meta_batch_size", "hidden_size", "num_epochs",
@@ -111,7 +129,7 @@ class Config:
             if not isinstance(sizes, tuple) or any(
                     isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}")
-        for name in ("previous_obs_input", "separate_value"):
+        for name in ("previous_obs_input", "separate_value", "privileged_value"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("horizon", "bptt_length", "eval_episodes"):
@@ -142,9 +160,35 @@ class Config:
             if self.separate_value:
                 raise ValueError("separate_value is a GRU option; memory='transformer' "
                                  "shares its attention layers between policy and value")
+        if self.learning_reward not in LEARNING_REWARDS:
+            raise ValueError(f"learning_reward must be one of {LEARNING_REWARDS}, "
+                             f"got {self.learning_reward!r}")
         if self.eval_policy not in EVAL_POLICIES:
             raise ValueError(
                 f"eval_policy must be one of {EVAL_POLICIES}, got {self.eval_policy!r}")
+
+
+def split_privileged(inputs: jax.Array, privileged_dim: int):
+    """``inputs [..., in + F] -> (inputs [..., in], privileged [..., F])``, ``F = privileged_dim``."""
+    if not privileged_dim:
+        return inputs, None
+    return inputs[..., :-privileged_dim], inputs[..., -privileged_dim:]
+
+
+def task_features(task_params) -> jax.Array:
+    """The task's parameters as one float32 vector (the privileged value's input).
+
+    Every floating-point leaf of the env params, flattened in pytree order, except
+    ``max_steps_in_episode`` (the horizon, the same for every task of a learner):
+    one task's params give ``[F]`` (``vmap`` it over a batch).
+    """
+    leaves = [x for path, x in jax.tree_util.tree_leaves_with_path(task_params)
+              if "max_steps_in_episode" not in jax.tree_util.keystr(path)
+              and jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    if not leaves:
+        raise TypeError("privileged_value needs env params with floating-point fields "
+                        f"(the task's parameters), got {type(task_params).__name__}")
+    return jnp.concatenate([jnp.ravel(jnp.asarray(x, jnp.float32)) for x in leaves])
 
 
 class RL2Network(nn.Module):
@@ -162,6 +206,9 @@ class RL2Network(nn.Module):
     puts a ReLU MLP on the input before the GRU. With ``separate_value`` the
     value has its own GRU (``value_gru``, the paper's recurrent baseline) and
     ``hidden`` is ``[..., 2 H]``: the policy GRU's state, then the value GRU's.
+    With ``privileged_dim = F > 0`` the last ``F`` entries of ``inputs`` are
+    privileged task features that only the value head reads (through a ReLU
+    layer of ``hidden_size`` units on ``[value features, task features]``).
     """
 
     hidden_size: int
@@ -170,6 +217,7 @@ class RL2Network(nn.Module):
     head_hidden_sizes: tuple[int, ...] = ()
     embed_hidden_sizes: tuple[int, ...] = ()
     separate_value: bool = False
+    privileged_dim: int = 0
 
     @property
     def state_size(self) -> int:
@@ -182,6 +230,7 @@ class RL2Network(nn.Module):
 
     @nn.compact
     def __call__(self, hidden: jax.Array, inputs: jax.Array):
+        inputs, privileged = split_privileged(inputs, self.privileged_dim)
         gru_inputs = inputs
         for i, size in enumerate(self.embed_hidden_sizes):
             gru_inputs = nn.relu(nn.Dense(size, name=f"embed_{i}")(gru_inputs))
@@ -204,6 +253,9 @@ class RL2Network(nn.Module):
                     policy_features))
                 value_features = nn.relu(nn.Dense(size, name=f"value_hidden_{i}")(
                     value_features))
+        if self.privileged_dim:
+            value_features = nn.relu(nn.Dense(self.hidden_size, name="privileged_value")(
+                jnp.concatenate([value_features, privileged], axis=-1)))
         head = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
                         name="policy")(policy_features)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0),
@@ -235,7 +287,7 @@ class RL2Transformer(nn.Module):
 
     :meth:`sequence` computes the same outputs for a whole trial at once
     (``[..., C, in]`` from an empty memory, ``C <= max_len``), which is how the
-    PPO loss runs it.
+    PPO loss runs it. ``privileged_dim`` works as in :class:`RL2Network`.
     """
 
     d_model: int
@@ -246,6 +298,7 @@ class RL2Transformer(nn.Module):
     discrete: bool
     head_hidden_sizes: tuple[int, ...] = ()
     embed_hidden_sizes: tuple[int, ...] = ()
+    privileged_dim: int = 0
 
     def initial_state(self, shape: tuple[int, ...] = ()) -> dict:
         """The empty memory of a trial's start, for a batch of ``shape`` trials."""
@@ -276,6 +329,8 @@ class RL2Transformer(nn.Module):
         self.policy = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
                                name="policy")
         self.value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")
+        if self.privileged_dim:
+            self.privileged_value = nn.Dense(d, name="privileged_value")
         if not self.discrete:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,),
                                       jnp.float32)
@@ -292,7 +347,7 @@ class RL2Transformer(nn.Module):
     def _mlp(self, i, x):
         return x + self.mlp_out[i](nn.relu(self.mlp_in[i](self.ln_mlp[i](x))))
 
-    def _heads(self, x, inputs):
+    def _heads(self, x, inputs, privileged):
         features = self.ln_final(x)
         policy_features = value_features = features
         if self.head_hidden_sizes:
@@ -300,12 +355,16 @@ class RL2Transformer(nn.Module):
             for policy_layer, value_layer in zip(self.policy_hidden, self.value_hidden):
                 policy_features = nn.relu(policy_layer(policy_features))
                 value_features = nn.relu(value_layer(value_features))
+        if self.privileged_dim:
+            value_features = nn.relu(self.privileged_value(
+                jnp.concatenate([value_features, privileged], axis=-1)))
         head = self.policy(policy_features)
         value = self.value(value_features)[..., 0]
         dist = Categorical(head) if self.discrete else DiagGaussian(head, self.log_std)
         return dist, value
 
     def __call__(self, hidden, inputs: jax.Array):
+        inputs, privileged = split_privileged(inputs, self.privileged_dim)
         d, length = self.d_model, self.max_len
         count = hidden["count"]
         t = jnp.minimum(count, length - 1)                           # this step's slot
@@ -334,7 +393,7 @@ class RL2Transformer(nn.Module):
             x = x + self.attention_out[i](attended.reshape(attended.shape[:-2] + (d,)))
             x = self._mlp(i, x)
         hidden = {"keys": tuple(new_keys), "values": tuple(new_values), "count": count + 1}
-        dist, value = self._heads(x, inputs)
+        dist, value = self._heads(x, inputs, privileged)
         return hidden, dist, value
 
     def sequence(self, inputs: jax.Array):
@@ -343,6 +402,7 @@ class RL2Transformer(nn.Module):
         if c > self.max_len:
             raise ValueError(f"a sequence of {c} steps exceeds the memory's max_len="
                              f"{self.max_len}")
+        inputs, privileged = split_privileged(inputs, self.privileged_dim)
         d = self.d_model
         x = self._tokens(inputs) + self.position[:c]
         causal = jnp.tril(jnp.ones((c, c), bool))
@@ -354,7 +414,7 @@ class RL2Transformer(nn.Module):
             attended = jnp.einsum("...htl,...lhc->...thc", weights, self._split_heads(v))
             x = x + self.attention_out[i](attended.reshape(attended.shape[:-2] + (d,)))
             x = self._mlp(i, x)
-        return self._heads(x, inputs)
+        return self._heads(x, inputs, privileged)
 
 
 @struct.dataclass
@@ -369,12 +429,15 @@ class TrialBatch:
       state resets at every trial start); with ``memory="transformer"`` the
       empty attention memory (a dict of arrays with leading ``[B, 1]``)
     * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
-      (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``)
+      (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``),
+      followed by the task features (:func:`task_features`) with ``privileged_value``
     * ``action``: ``[B, K, C, *action_shape]``
     * ``log_prob``, ``value``, ``reward``: ``[B, K, C]`` float32 (behaviour policy)
     * ``done``: ``[B, K, C]`` bool, the step ended an inner episode
     * ``valid``: ``[B, K, C]`` bool, the step belongs to the trial
     * ``episode``: ``[B, K, C]`` int32, index of the episode within the trial
+    * ``learning_reward``: ``[B, K, C]`` float32, the reward PPO learns from:
+      ``reward`` itself, or its expectation with ``learning_reward="expected"``
     """
 
     chunk_hidden: Any
@@ -386,6 +449,7 @@ class TrialBatch:
     done: jax.Array
     valid: jax.Array
     episode: jax.Array
+    learning_reward: jax.Array
 
     def flat(self, x: jax.Array) -> jax.Array:
         """``[B, K, C, ...] -> [B, K * C, ...]``: the trial as one time axis."""
@@ -456,18 +520,28 @@ def make(config: Config, family, mesh=None) -> Learner:
             f"family {family.name!r}: RL² supports Discrete and 1-D Box action spaces, "
             f"got {action_space!r}")
     obs_dim = math.prod(env.observation_space(params0).shape)
+    privileged_dim = int(task_features(params0).shape[0]) if config.privileged_value else 0
     input_dim = obs_dim * (2 if config.previous_obs_input else 1) + action_dim + 2
+    if config.learning_reward == "expected":
+        _, _, _, _, _, info0 = jax.eval_shape(
+            env.step, jax.random.PRNGKey(0), env.reset(jax.random.PRNGKey(0), params0)[1],
+            action_space.sample(jax.random.PRNGKey(0)), params0)
+        if "expected_reward" not in info0:
+            raise TypeError(
+                f"family {family.name!r}: learning_reward='expected' needs an env whose "
+                "step reports info['expected_reward'] (the bandits and tabular MDPs do); "
+                "use learning_reward='sampled'")
     if config.memory == "transformer":
         # one cache slot per step of the longest trial this learner plays
         max_len = max(config.trial_episodes, config.eval_episodes or 0) * horizon
         network = RL2Transformer(config.hidden_size, config.num_layers, config.num_heads,
                                  max_len, action_dim, discrete,
                                  tuple(config.head_hidden_sizes),
-                                 tuple(config.embed_hidden_sizes))
+                                 tuple(config.embed_hidden_sizes), privileged_dim)
     else:
         network = RL2Network(config.hidden_size, action_dim, discrete,
                              tuple(config.head_hidden_sizes), tuple(config.embed_hidden_sizes),
-                             config.separate_value)
+                             config.separate_value, privileged_dim)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(config.learning_rate))
 
@@ -502,6 +576,7 @@ def make(config: Config, family, mesh=None) -> Learner:
         num_tasks = jax.tree.leaves(task_params)[0].shape[0]
 
         def one_trial(env_params, key):
+            privileged = [task_features(env_params)] if config.privileged_value else []
             reset_key, scan_key = jax.random.split(key)
             obs, env_state = env.reset(reset_key, env_params)
             flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
@@ -517,16 +592,18 @@ def make(config: Config, family, mesh=None) -> Learner:
                 # prev_obs: the observation a_prev was taken in (zeros at the trial's start)
                 obs_part = ([flat_obs, prev_obs] if config.previous_obs_input else [flat_obs])
                 inputs = jnp.concatenate(obs_part + [prev_action, prev_reward[None],
-                                                     prev_done[None]])
+                                                     prev_done[None]] + privileged)
                 hidden, dist, value = network.apply(params, hidden, inputs)
                 policy_key, env_key = jax.random.split(step_key)
                 action = dist.mode() if deterministic else dist.sample(policy_key)
-                obs, env_state, reward, terminated, truncated, _ = env.step(
+                obs, env_state, reward, terminated, truncated, info = env.step(
                     env_key, env_state, action, env_params)
                 reward = jnp.asarray(reward, jnp.float32)
+                signal = (jnp.asarray(info["expected_reward"], jnp.float32)
+                          if config.learning_reward == "expected" else reward)
                 done = jnp.logical_or(terminated, truncated)
                 out = (inputs, action, dist.log_prob(action), value, reward, done,
-                       episode < num_episodes, episode)
+                       episode < num_episodes, episode, signal)
                 carry = (obs, env_state, hidden, action_input(action), reward,
                          done.astype(jnp.float32), episode + done.astype(jnp.int32),
                          flat_obs)
@@ -600,7 +677,7 @@ def make(config: Config, family, mesh=None) -> Learner:
         next_value = jnp.concatenate([value[:, 1:], jnp.zeros_like(value[:, :1])], axis=1)
         next_valid = jnp.concatenate([valid[:, 1:], jnp.zeros_like(valid[:, :1])], axis=1)
         trial_end = valid & ~next_valid
-        reward = trials.flat(trials.reward) * config.reward_scale
+        reward = trials.flat(trials.learning_reward) * config.reward_scale
         adv, returns = gae(reward, value, next_value, trial_end, valid,
                            config.gamma, config.gae_lambda)
         if config.normalize_advantages:
@@ -610,7 +687,7 @@ def make(config: Config, family, mesh=None) -> Learner:
     def init(key: jax.Array) -> RL2State:
         """Initial network parameters and optimiser state."""
         params = network.init(key, network.initial_state(),
-                              jnp.zeros((input_dim,), jnp.float32))
+                              jnp.zeros((input_dim + privileged_dim,), jnp.float32))
         return RL2State(params=params, opt_state=optimizer.init(params),
                         step=jnp.zeros((), jnp.int32))
 

@@ -55,10 +55,14 @@ class _Bandit(Environment):
         raise NotImplementedError
 
     def step_env(self, key, state, action, params):
-        """Pull arm ``action``: the reward depends only on ``params``, never on the state."""
+        """Pull arm ``action``: the reward depends only on ``params``, never on the state.
+
+        ``info["expected_reward"]`` is the pulled arm's mean, ``E[reward]``.
+        """
         reward = self.draw_reward(key, action, params)
         state = EnvState(time=state.time + 1)
-        return self.get_obs(state, params), state, reward, jnp.array(False), {}
+        info = {"expected_reward": jnp.asarray(params.arm_means[action], jnp.float32)}
+        return self.get_obs(state, params), state, reward, jnp.array(False), info
 
     def reset_env(self, key, params):
         """Start an episode; the arms (``params``) are left untouched."""

@@ -67,7 +67,10 @@ class TabularMDP(Environment):
         )
 
     def step_env(self, key, state, action, params):
-        """Reward ``mean_rewards[s, a] + std * N(0, 1)``; next state ``~ transitions[s, a]``."""
+        """Reward ``mean_rewards[s, a] + std * N(0, 1)``; next state ``~ transitions[s, a]``.
+
+        ``info["expected_reward"]`` is ``mean_rewards[s, a]``, ``E[reward]``.
+        """
         key_next, key_noise = jax.random.split(key)
         s = state.state
         next_s = jax.random.choice(
@@ -76,7 +79,8 @@ class TabularMDP(Environment):
         noise = jax.random.normal(key_noise, (), jnp.float32)
         reward = params.mean_rewards[s, action] + params.reward_noise_std * noise
         state = TabularMDPState(state=next_s, time=state.time + 1)
-        return self.get_obs(state, params), state, reward, jnp.array(False), {}
+        info = {"expected_reward": jnp.asarray(params.mean_rewards[s, action], jnp.float32)}
+        return self.get_obs(state, params), state, reward, jnp.array(False), info
 
     def reset_env(self, key, params):
         """Every episode starts in state 0 (the key is unused: the start is fixed)."""

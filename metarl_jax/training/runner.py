@@ -176,12 +176,20 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def identity_differences(saved: Mapping[str, Any], requested: Mapping[str, Any],
-                         keys: Iterable[str] = IDENTITY_KEYS) -> list[str]:
+                         keys: Iterable[str] = IDENTITY_KEYS,
+                         defaults: Mapping[str, Any] | None = None) -> list[str]:
     """``["algorithm_config.inner_lr: 0.1 (checkpoint) vs 0.2 (requested)", ...]`` over
-    ``keys`` (nested mappings are compared field by field)."""
+    ``keys`` (nested mappings are compared field by field).
+
+    ``defaults`` (same nesting) gives the value of settings added since a
+    checkpoint was written: a field the checkpoint lacks counts as its default
+    there, so an old run resumes unless the new field is set otherwise.
+    """
     keys = tuple(keys)
-    old = _flatten(json.loads(json.dumps({k: saved.get(k) for k in keys})))
+    old = _flatten(json.loads(json.dumps({k: saved[k] for k in keys if k in saved})))
     new = _flatten(json.loads(json.dumps({k: requested.get(k) for k in keys})))
+    fallback = _flatten(json.loads(json.dumps(dict(defaults or {}))))
+    old = {**{k: v for k, v in fallback.items() if k in new}, **old}
     return [f"{key}: {old.get(key)!r} (checkpoint) vs {new.get(key)!r} (requested)"
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
@@ -354,9 +362,10 @@ def train(
         "checkpoint_every": checkpoint_every,
     }
     identity = {key: settings[key] for key in IDENTITY_KEYS}
+    defaults = {"algorithm_config": config_to_dict(type(config)())}
     if resume:
         saved = json.loads((run_dir / "config.json").read_text())
-        differences = identity_differences(saved, identity)
+        differences = identity_differences(saved, identity, defaults=defaults)
         if differences:
             raise RunDirectoryError(f"cannot resume {str(run_dir)!r}: the requested run differs "
                                     f"from the saved one in {'; '.join(differences)}")
@@ -378,7 +387,8 @@ def train(
         if resume:
             restored = checkpointer.restore_latest(state)
             if restored is not None:
-                differences = identity_differences(restored.host["identity"], identity)
+                differences = identity_differences(restored.host["identity"], identity,
+                                                   defaults=defaults)
                 if differences:
                     raise RunDirectoryError(
                         f"cannot resume {str(run_dir)!r}: the requested run differs from the "
