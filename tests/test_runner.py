@@ -41,6 +41,7 @@ from metarl_jax.training import (
     train,
 )
 from metarl_jax.training.checkpoint import Checkpointer
+from metarl_jax.training.runner import identity_differences
 from metarl_jax.training.logging import read_csv, summarize_curves, truncate_csv
 
 DIM = 3
@@ -363,6 +364,31 @@ def test_resume_refuses_a_different_config_or_algorithm(reference, tmp_path):
     shutil.copytree(other.run_dir / "checkpoints", run_dir / "checkpoints")
     with pytest.raises(RunDirectoryError, match=r"checkpoint at iteration 2 .*inner_lr"):
         run_toy(run_dir, resume=True)
+
+
+def test_resume_accepts_a_run_saved_before_a_config_field_existed(reference, tmp_path):
+    """A field added to the config since the run was saved counts as its default there:
+    the run resumes unless the field is requested at another value."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference.run_dir, run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["algorithm_config"]["inner_lr"]  # as if inner_lr were new
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(RunDirectoryError, match=r"inner_lr: 0\.3 \(checkpoint\) vs 0\.5"):
+        run_toy(run_dir, Config(inner_lr=0.5), resume=True)
+    assert int(run_toy(run_dir, resume=True, num_iterations=10).state.step) == 10
+
+
+def test_identity_differences_fall_back_to_defaults_only_for_missing_fields():
+    saved = {"config": {"a": 1, "b": 2}}
+    assert identity_differences(saved, {"config": {"a": 1, "b": 2, "c": 3}}, keys=["config"]) \
+        == ["config.c: None (checkpoint) vs 3 (requested)"]
+    defaults = {"config": {"a": 0, "b": 0, "c": 3}}
+    assert identity_differences(saved, {"config": {"a": 1, "b": 2, "c": 3}}, keys=["config"],
+                                defaults=defaults) == []
+    assert identity_differences(saved, {"config": {"a": 1, "b": 0, "c": 4}}, keys=["config"],
+                                defaults=defaults) == [
+        "config.b: 2 (checkpoint) vs 0 (requested)", "config.c: 3 (checkpoint) vs 4 (requested)"]
 
 
 def test_existing_run_directory_is_never_overwritten_silently(reference, tmp_path):
