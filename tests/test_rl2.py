@@ -435,8 +435,8 @@ def test_expected_reward_signal_and_privileged_value(mdp_family, memory):
         state.params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
     plain_trials = jax.jit(plain.run_trials, static_argnums=3)(
         plain.init(jax.random.PRNGKey(0)).params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
-    # the same env randomness: the sampled rewards are the plain learner's whenever the
-    # actions agree; the learning signal is the mean reward of the state-action taken
+    # the task features ride at the end of every input; the learning signal is the mean
+    # reward of the state-action taken, the plain learner's is the sampled reward
     inputs = trials.flat(trials.inputs)                                   # [B, T, in + F]
     np.testing.assert_array_equal(inputs[..., -features.shape[1]:],
                                   np.broadcast_to(features[:, None], inputs.shape[:2]

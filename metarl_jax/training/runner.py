@@ -362,7 +362,10 @@ def train(
         "checkpoint_every": checkpoint_every,
     }
     identity = {key: settings[key] for key in IDENTITY_KEYS}
-    defaults = {"algorithm_config": config_to_dict(type(config)())}
+    try:  # fields added to the config since a run was saved count as their defaults
+        defaults = {"algorithm_config": config_to_dict(type(config)())}
+    except TypeError:  # a config class without a default for every field
+        defaults = None
     if resume:
         saved = json.loads((run_dir / "config.json").read_text())
         differences = identity_differences(saved, identity, defaults=defaults)
