@@ -130,16 +130,17 @@ def train_rl2(config, family, iterations: int, minutes: float, seed: int, on_pro
     env_steps, done, prior_s = 0.0, 0, 0.0
     checkpointer = None
     if checkpoint_dir is not None:
+        def flat(c):  # the config's fields as identity keys
+            return {f"rl2_config.{k}": v for k, v in config_to_dict(c).items()}
+
         identity = {"family": family.name, "label": label, "seed": seed,
-                    "iterations": iterations,
-                    **{f"rl2_config.{k}": v for k, v in config_to_dict(config).items()}}
+                    "iterations": iterations, **flat(config)}
         checkpointer = Checkpointer(checkpoint_dir, max_to_keep=2)
         restored = checkpointer.restore_latest(state)
         if restored is not None:
-            differences = identity_differences(
-                restored.host["identity"], identity, keys=identity,
-                defaults={f"rl2_config.{k}": v
-                          for k, v in config_to_dict(rl2.Config()).items()})
+            # fields added since the checkpoint was saved count as their defaults
+            differences = identity_differences(restored.host["identity"], identity,
+                                               keys=identity, defaults=flat(rl2.Config()))
             if differences:
                 checkpointer.close()
                 raise ValueError(f"the checkpoint in {checkpoint_dir!r} is of another run: "
