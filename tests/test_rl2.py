@@ -77,7 +77,8 @@ def test_config_rejects_bad_layer_sizes(field, value):
         rl2.Config(**{field: value})
 
 
-@pytest.mark.parametrize("field", ["previous_obs_input", "separate_value", "privileged_value"])
+@pytest.mark.parametrize("field", ["previous_obs_input", "time_input", "separate_value",
+                                   "privileged_value"])
 def test_config_rejects_non_bool_flags(field):
     with pytest.raises(ValueError, match=field):
         rl2.Config(**{field: 1})
@@ -156,6 +157,26 @@ def test_previous_obs_input_is_the_state_the_previous_action_was_taken_in(mdp_fa
     np.testing.assert_array_equal(obs[:, starts, 0], 1.0)
     np.testing.assert_array_equal(inputs[:, starts, -1], 1.0)  # done flag of the previous step
     assert not np.array_equal(prev_obs[:, starts], obs[:, starts])
+
+
+def test_time_input_is_the_fraction_of_the_trial_played(mdp_family):
+    """With time_input the input ends with t / T, after d_{t-1} and before the privileged
+    task features; evaluation trials of another length count against their own T."""
+    learner = rl2.make(tiny_config(time_input=True, privileged_value=True), mdp_family)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
+    privileged = int(rl2.task_features(jax.tree.map(lambda x: x[0], tasks)).shape[0])
+    for episodes in (TRIAL_EPISODES, 2):
+        trials = learner.run_trials(params, tasks, jax.random.PRNGKey(2), episodes)
+        inputs = np.asarray(trials.flat(trials.inputs))  # [B, T, 3 + 2 + 2 + 1 + P]
+        total = episodes * EPISODE_LENGTH
+        assert inputs.shape[-1] == 3 + 2 + 2 + 1 + privileged
+        elapsed = inputs[..., 3 + 2 + 2]
+        np.testing.assert_allclose(elapsed, np.broadcast_to(np.arange(total) / total,
+                                                             elapsed.shape), rtol=1e-6)
+        features = np.asarray(jax.vmap(rl2.task_features)(tasks))  # [B, P]
+        np.testing.assert_allclose(inputs[..., -privileged:],
+                                   np.broadcast_to(features[:, None], inputs[..., -privileged:].shape))
 
 
 def test_mlp_heads_read_gru_output_and_current_input():

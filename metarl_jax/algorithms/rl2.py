@@ -29,6 +29,10 @@ episode-done flag (Duan et al. 2016, Fig. 1); all three are zero at the start
 of a trial. With ``previous_obs_input=True`` the input also carries
 ``obs_{t-1}``, the observation ``a_{t-1}`` was taken in (zeros at a trial's
 start), so the whole transition ``(obs_{t-1}, a_{t-1}, r_{t-1})`` is in one input.
+With ``time_input=True`` it ends with ``t / T``, the fraction of the trial
+played so far (``T`` steps in the trial being played): the Bayes-optimal
+finite-horizon player's choice and the value of its belief both depend on
+the pulls left, which the memory otherwise has to count itself.
 
 The memory is the paper's GRU (``memory="gru"``) or, with
 ``memory="transformer"``, causal self-attention over every earlier step of the
@@ -92,6 +96,7 @@ class Config:
     embed_hidden_sizes: tuple[int, ...] = ()  # ReLU layers on the input before the GRU
     previous_obs_input: bool = False   # also feed the observation the previous action
                                        # was taken in (the whole transition s, a, r)
+    time_input: bool = False           # also feed t / T, the fraction of the trial played
     separate_value: bool = False       # the value has its own GRU (the paper's RNN
                                        # baseline) instead of sharing the policy's
     memory: str = "gru"                # "gru" | "transformer" (causal attention over
@@ -129,7 +134,7 @@ class Config:
             if not isinstance(sizes, tuple) or any(
                     isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}")
-        for name in ("previous_obs_input", "separate_value", "privileged_value"):
+        for name in ("previous_obs_input", "time_input", "separate_value", "privileged_value"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("horizon", "bptt_length", "eval_episodes"):
@@ -430,6 +435,7 @@ class TrialBatch:
       empty attention memory (a dict of arrays with leading ``[B, 1]``)
     * ``inputs``: ``[B, K, C, in]`` network inputs ``[obs, a_prev, r_prev, d_prev]``
       (``[obs, obs_prev, a_prev, r_prev, d_prev]`` with ``previous_obs_input``),
+      then ``t / T`` with ``time_input``,
       followed by the task features (:func:`task_features`) with ``privileged_value``
     * ``action``: ``[B, K, C, *action_shape]``
     * ``log_prob``, ``value``, ``reward``: ``[B, K, C]`` float32 (behaviour policy)
@@ -521,7 +527,8 @@ def make(config: Config, family, mesh=None) -> Learner:
             f"got {action_space!r}")
     obs_dim = math.prod(env.observation_space(params0).shape)
     privileged_dim = int(task_features(params0).shape[0]) if config.privileged_value else 0
-    input_dim = obs_dim * (2 if config.previous_obs_input else 1) + action_dim + 2
+    input_dim = (obs_dim * (2 if config.previous_obs_input else 1) + action_dim + 2
+                 + (1 if config.time_input else 0))
     if config.learning_reward == "expected":
         _, _, _, _, _, info0 = jax.eval_shape(
             env.step, jax.random.PRNGKey(0), env.reset(jax.random.PRNGKey(0), params0)[1],
@@ -583,16 +590,18 @@ def make(config: Config, family, mesh=None) -> Learner:
             carry = (obs, env_state, network.initial_state(),
                      jnp.zeros((action_dim,), jnp.float32), jnp.zeros((), jnp.float32),
                      jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
-                     jnp.zeros_like(flat_obs))
+                     jnp.zeros_like(flat_obs), jnp.zeros((), jnp.int32))
 
             def step(carry, step_key):
                 (obs, env_state, hidden, prev_action, prev_reward, prev_done, episode,
-                 prev_obs) = carry
+                 prev_obs, t) = carry
                 flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
                 # prev_obs: the observation a_prev was taken in (zeros at the trial's start)
                 obs_part = ([flat_obs, prev_obs] if config.previous_obs_input else [flat_obs])
+                elapsed = ([(t.astype(jnp.float32) / total)[None]]
+                           if config.time_input else [])
                 inputs = jnp.concatenate(obs_part + [prev_action, prev_reward[None],
-                                                     prev_done[None]] + privileged)
+                                                     prev_done[None]] + elapsed + privileged)
                 hidden, dist, value = network.apply(params, hidden, inputs)
                 policy_key, env_key = jax.random.split(step_key)
                 action = dist.mode() if deterministic else dist.sample(policy_key)
@@ -606,7 +615,7 @@ def make(config: Config, family, mesh=None) -> Learner:
                        episode < num_episodes, episode, signal)
                 carry = (obs, env_state, hidden, action_input(action), reward,
                          done.astype(jnp.float32), episode + done.astype(jnp.int32),
-                         flat_obs)
+                         flat_obs, t + 1)
                 return carry, out
 
             def run_chunk(carry, chunk_keys):
