@@ -51,7 +51,7 @@ from rl2_tables import (
     published_row,
 )
 
-from metarl_jax.baselines import bandits, mdp
+from metarl_jax.players import bandits, mdp
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -6,7 +6,7 @@ bandit; total reward averaged over 1,000 bandit instances. For every cell
 ``(n, k)`` this script
 
 * draws 1,000 held-out instances from the family's *test* split,
-* plays our baselines (``metarl_jax.baselines.bandits``, with the
+* plays our baselines (``metarl_jax.players.bandits``, with the
   hyperparameters ``benchmarks/baselines_tables.py`` tuned per cell on separate
   instances, defaults where it has not run) on exactly those instances, plus the exact Bayes-optimal
   policy where its dynamic programme is tractable,
@@ -49,7 +49,7 @@ from rl2_tables import (BANDIT_COLUMNS, BANDIT_HEADERS, BANDIT_PLAYERS, BANDIT_P
 
 import metarl_jax
 from metarl_jax.algorithms import rl2
-from metarl_jax.baselines import bandits
+from metarl_jax.players import bandits
 from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import (ConfigError, config_from_dict, config_to_dict, merge,
                                         parse_assignments)

@@ -5,7 +5,7 @@ Duan et al. 2016 (arXiv:1611.02779), Sec. 5.2 / Table 2: ``|S| = 10``,
 ``N(1, 1)`` with ``N(0, 1)`` noise per step, flat-Dirichlet transitions; a
 trial is ``n`` episodes of one MDP; total reward over 1,000 MDPs. For every
 ``n`` this script draws 1,000 held-out MDPs from the family's *test* split,
-plays our baselines (``metarl_jax.baselines.mdp`` with the hyperparameters
+plays our baselines (``metarl_jax.players.mdp`` with the hyperparameters
 ``benchmarks/baselines_tables.py`` tuned per cell, defaults where it has not
 run; UCRL2 is not implemented) and the known-MDP optimum on exactly those MDPs,
 meta-trains RL² on the *train* split and plays it on the same MDPs, and
@@ -54,7 +54,7 @@ from rl2_tables import (MACHINE, MDP_COLUMNS, MDP_EPISODE_LENGTH, MDP_HEADERS,  
 
 import metarl_jax  # noqa: E402
 from metarl_jax.algorithms import rl2  # noqa: E402
-from metarl_jax.baselines import mdp as mdp_baselines  # noqa: E402
+from metarl_jax.players import mdp as mdp_baselines  # noqa: E402
 
 
 def rl2_config(num_episodes: int, quick: bool, memory: str = "gru") -> rl2.Config:

@@ -1,7 +1,7 @@
 """Can the RL² network *represent* a good tabular-MDP learner? An imitation diagnostic.
 
 RL² stays at 123–127 on the n=10 tabular MDPs of Table 2 (published 156.2),
-while the myopic player of ``metarl_jax.baselines.mdp`` — keep each
+while the myopic player of ``metarl_jax.players.mdp`` — keep each
 (state, action) pair's posterior-mean reward, take the best one in the current
 state — scores 155. This script separates "the network cannot hold that
 memory" from "PPO does not find it": it trains the *same* RL² network
@@ -45,7 +45,7 @@ from rl2_tables import format_mean_se, machine_metadata, mean_and_se  # noqa: E4
 
 import metarl_jax  # noqa: E402
 from metarl_jax.algorithms import rl2  # noqa: E402
-from metarl_jax.baselines import mdp as mdp_baselines  # noqa: E402
+from metarl_jax.players import mdp as mdp_baselines  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EPISODE_LENGTH = 10
@@ -104,7 +104,7 @@ def main():
 
     def loss_fn(params, trials, target):
         inputs = trials.flat(trials.inputs)                            # [B, T, in]
-        hidden = learner.network.initial_state(inputs.shape[:1])
+        hidden = learner.network.init_state(inputs.shape[:1])
         dist, _ = learner.sequence(params, hidden, inputs)              # the trial from its start
         log_p = jax.nn.log_softmax(dist.logits)                        # [B, T, A]
         valid = trials.flat(trials.valid)

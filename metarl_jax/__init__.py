@@ -1,7 +1,7 @@
 """metarl_jax: a JAX engine for meta-reinforcement learning."""
 
-from metarl_jax.rollout import Trajectory, rollout
-from metarl_jax.tasks import TaskFamily, family_descriptions, list_families, make
+from metarl_jax.core.rollout import Trajectory, rollout
+from metarl_jax.tasks import TaskFamily, family_descriptions, from_gymnax, list_families, make
 
 __version__ = "0.1.0"
 
@@ -9,6 +9,7 @@ __all__ = [
     "TaskFamily",
     "Trajectory",
     "family_descriptions",
+    "from_gymnax",
     "list_families",
     "make",
     "rollout",

@@ -33,7 +33,8 @@ from metarl_jax.training.config import (
     merge,
     parse_assignments,
 )
-from metarl_jax.training.runner import NonFiniteError, RunDirectoryError, evaluate_run, train
+from metarl_jax.training.runner import (NonFiniteError, RunDirectoryError, evaluate_run, train,
+                                        upgrade_identity)
 
 # runner settings the CLI exposes: (flag, train() argument, help)
 RUNNER_OPTIONS = (
@@ -119,6 +120,11 @@ def build_parser(train_algorithm: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mesh", choices=("auto", "on", "off"), default="auto",
                    help="shard the task axis over all devices: auto = when more than one "
                         "device is visible (default: auto)")
+    p.add_argument("--time-budget", type=float, metavar="MIN", default=None,
+                   help="stop after MIN minutes of training (the whole run's, resumed "
+                        "segments included); evaluated and checkpointed like the end")
+    p.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                   help="where the checkpoints go (default: RUN_DIR/checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     p.set_defaults(handler=_cmd_train)
 
@@ -197,6 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     family_options = merge(saved_options,
                            parse_assignments(args.family_option, "--family-option"))
     module = algorithms.get(args.algorithm)
+    saved = upgrade_identity(saved, saved.get("settings_version", 1), module) if saved else saved
     config_dict = dict(saved.get("algorithm_config", {}))
     if args.config:
         config_dict = merge(config_dict, load_config_file(args.config))
@@ -207,7 +214,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
               for _, name, _ in RUNNER_OPTIONS}
     result = train(args.algorithm, config, family, args.resume or args.run_dir,
                    family_options=family_options, quiet=args.quiet, resume=bool(args.resume),
-                   overwrite=args.overwrite, use_mesh=_mesh(args.mesh), **runner)
+                   overwrite=args.overwrite, use_mesh=_mesh(args.mesh),
+                   time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
+                   checkpoint_dir=args.checkpoint_dir or saved.get("checkpoint_dir"), **runner)
     print(_curve_table(result.adaptation_curve))
     print(f"run directory:    {result.run_dir}")
     print(f"adaptation curve: {result.adaptation_curve_plot}")

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from metarl_jax.envs.environment import Environment, require_positive
+from metarl_jax.envs.gymnax_adapter import as_environment
 
 SPLITS = ("train", "test", "ood")
 _SPLIT_IDS = {"train": 0, "test": 1, "ood": 2}
@@ -187,3 +188,99 @@ def make(name: str, **overrides) -> TaskFamily:
             f"task family {name!r} got unknown option(s) {bad}; valid options: {valid}"
         ) from None
     return factory(**overrides)
+
+
+# -- any gymnax environment plus a sampler is a family --------------------------------
+
+
+def _takes_split(sample_params: Callable) -> bool:
+    """Whether ``sample_params`` is ``f(key, split)`` rather than ``f(key)``.
+
+    It takes the split if it has a parameter named ``split`` or two required
+    positional parameters.
+    """
+    try:
+        signature = inspect.signature(sample_params)
+    except (TypeError, ValueError):
+        raise TypeError("sample_params must be a callable with an inspectable signature") from None
+    parameters = list(signature.parameters.values())
+    positional = [
+        p for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required = [p for p in positional if p.default is p.empty]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    if "split" in signature.parameters or len(required) >= 2:
+        return True
+    if len(positional) >= 1:
+        return False
+    raise TypeError(
+        "sample_params must accept (key, split) or (key), got signature "
+        f"{signature}"
+    )
+
+
+def from_gymnax(
+    env_or_id,
+    sample_params: Callable,
+    name: str | None = None,
+    ranges: Mapping[str, Mapping[str, Any]] | None = None,
+    description: str = "",
+) -> TaskFamily:
+    """Make a :class:`~metarl_jax.tasks.TaskFamily` from any gymnax environment.
+
+    Args:
+      env_or_id: a gymnax id such as ``"Acrobot-v1"`` (``gymnax.make``), a
+        gymnax environment instance, or a metarl_jax environment.
+      sample_params: ``sample_params(key, split) -> params`` or
+        ``sample_params(key) -> params`` for one task; params must have the
+        pytree structure of the env's ``default_params``.
+      name: family name (default: the env's name).
+      ranges: description of the varied fields per split, as in
+        ``TaskFamily.ranges``; an ``"ood"`` entry enables the ``"ood"`` split,
+        which needs a sampler that takes the split.
+      description: one line for listings.
+
+    Raises:
+      ValueError: unknown gymnax id (the message lists the valid ids), unknown
+        split in ``ranges``, or an ``"ood"`` range with a split-blind sampler.
+      TypeError: ``sample_params`` is not a sampler of the env's params.
+    """
+    env = as_environment(env_or_id)
+    ranges = dict(ranges or {})
+    unknown = [split for split in ranges if split not in SPLITS]
+    if unknown:
+        raise ValueError(f"ranges has unknown split(s) {unknown}; expected keys among {SPLITS}")
+    if _takes_split(sample_params):
+        sample_fn = sample_params
+    else:
+        if "ood" in ranges:
+            raise ValueError(
+                "ranges declares an 'ood' split but sample_params(key) takes no "
+                "split argument; use sample_params(key, split)"
+            )
+
+        def sample_fn(key, split):
+            del split  # train and test differ by their key streams only
+            return sample_params(key)
+
+    family = TaskFamily(
+        name=name or env.name,
+        env=env,
+        sample_fn=sample_fn,
+        ranges=ranges,
+        description=description,
+    )
+    expected = jax.tree.structure(env.default_params)
+    for split in family.splits:
+        sampled = jax.eval_shape(
+            lambda key, split=split: family.sample_params(key, split), jax.random.PRNGKey(0)
+        )
+        if jax.tree.structure(sampled) != expected:
+            raise TypeError(
+                f"sample_params({split!r}) returned a pytree of structure "
+                f"{jax.tree.structure(sampled)}, expected the structure of "
+                f"{env.name}'s default_params {expected}"
+            )
+    return family

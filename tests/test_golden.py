@@ -35,10 +35,8 @@ def test_pre_refactor_checkpoint_resumes_to_golden_files(name, tmp_path):
 
     run_dir = tmp_path / name
     shutil.copytree(GOLDEN / "checkpoints" / name, run_dir)
-    algorithm, config, family, options = golden_runs.RUNS[name]
-    train(algorithm, config, family, run_dir, family_options=options, seed=3,
-          num_iterations=4, eval_every=2, checkpoint_every=0, eval_num_tasks=3,
-          eval_num_steps=2, quiet=True, resume=True)
+    train(*golden_runs.RUNS[name][:3], run_dir, **golden_runs.settings(name),
+          num_iterations=4, resume=True)
     for file in golden_runs.FILES:
         assert (run_dir / file).read_text() == (GOLDEN / name / file).read_text(), (
             f"resumed {name}/{file} differs from the golden file")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnax.environments import spaces
 
-from metarl_jax.networks import (
+from metarl_jax.nn import (
     Categorical,
     DiagGaussian,
     MLPPolicy,
@@ -18,7 +18,7 @@ from metarl_jax.networks import (
     make_policy,
     policy_sample_fn,
 )
-from metarl_jax.rollout import rollout
+from metarl_jax.core.rollout import rollout
 
 
 def _cat(seed=0, batch=(3, 4), n=5):

@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 
 import metarl_jax
 from metarl_jax.algorithms import rl2
+from metarl_jax.core.rollout import episode_returns, task_features
 
 EPISODE_LENGTH = 3
 TRIAL_EPISODES = 3
@@ -120,18 +121,18 @@ def test_separate_value_gru_owns_the_value(mdp_family):
     tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
     step_trials = stepwise.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
     trials = whole.run_trials(params, tasks, jax.random.PRNGKey(2), TRIAL_EPISODES)
-    chex.assert_shape(step_trials.chunk_hidden, (4, TRIAL_EPISODES * EPISODE_LENGTH, 16))
-    np.testing.assert_array_equal(step_trials.chunk_hidden[:, 0], 0.0)
+    chex.assert_shape(step_trials.chunk_state, (4, TRIAL_EPISODES * EPISODE_LENGTH, 16))
+    np.testing.assert_array_equal(step_trials.chunk_state[:, 0], 0.0)
     np.testing.assert_allclose(step_trials.flat(step_trials.value), trials.flat(trials.value),
                                rtol=1e-5, atol=1e-6)
     adv, returns = whole.advantages(trials)
     b, k, c = step_trials.valid.shape
     chunk_loss, _ = stepwise.loss(
-        params, step_trials.chunk_hidden.reshape(b * k, -1),
+        params, step_trials.chunk_state.reshape(b * k, -1),
         step_trials.inputs.reshape(b * k, c, -1), step_trials.action.reshape(b * k, c),
         step_trials.log_prob.reshape(b * k, c), adv.reshape(b * k, c),
         returns.reshape(b * k, c), step_trials.valid.reshape(b * k, c))
-    loss, _ = whole.loss(params, trials.chunk_hidden[:, 0], trials.inputs[:, 0],
+    loss, _ = whole.loss(params, trials.chunk_state[:, 0], trials.inputs[:, 0],
                          trials.action[:, 0], trials.log_prob[:, 0], adv, returns,
                          trials.valid[:, 0])
     np.testing.assert_allclose(chunk_loss, loss, rtol=1e-5)
@@ -165,7 +166,7 @@ def test_time_input_is_the_fraction_of_the_trial_played(mdp_family):
     learner = rl2.make(tiny_config(time_input=True, privileged_value=True), mdp_family)
     params = learner.init(jax.random.PRNGKey(0)).params
     tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
-    privileged = int(rl2.task_features(jax.tree.map(lambda x: x[0], tasks)).shape[0])
+    privileged = int(task_features(jax.tree.map(lambda x: x[0], tasks)).shape[0])
     for episodes in (TRIAL_EPISODES, 2):
         trials = learner.run_trials(params, tasks, jax.random.PRNGKey(2), episodes)
         inputs = np.asarray(trials.flat(trials.inputs))  # [B, T, 3 + 2 + 2 + 1 + P]
@@ -174,7 +175,7 @@ def test_time_input_is_the_fraction_of_the_trial_played(mdp_family):
         elapsed = inputs[..., 3 + 2 + 2]
         np.testing.assert_allclose(elapsed, np.broadcast_to(np.arange(total) / total,
                                                              elapsed.shape), rtol=1e-6)
-        features = np.asarray(jax.vmap(rl2.task_features)(tasks))  # [B, P]
+        features = np.asarray(jax.vmap(task_features)(tasks))  # [B, P]
         np.testing.assert_allclose(inputs[..., -privileged:],
                                    np.broadcast_to(features[:, None], inputs[..., -privileged:].shape))
 
@@ -218,7 +219,7 @@ def test_make_rejects_wrong_config_type(mdp_family):
 def test_trial_shapes_and_episode_structure(stepwise):
     learner, _, _, trials, _ = stepwise
     steps = TRIAL_EPISODES * EPISODE_LENGTH
-    chex.assert_shape(trials.chunk_hidden, (4, steps, 8))
+    chex.assert_shape(trials.chunk_state, (4, steps, 8))
     chex.assert_shape(trials.inputs, (4, steps, 1, 3 + 2 + 2))  # obs, one-hot action, r, d
     chex.assert_shape([trials.reward, trials.valid, trials.done], (4, steps, 1))
     flat_done = np.asarray(trials.flat(trials.done))
@@ -238,11 +239,11 @@ def test_trial_shapes_and_episode_structure(stepwise):
 
 def test_hidden_state_is_zero_at_trial_start_and_carried_across_episodes(stepwise):
     learner, params, _, trials, _ = stepwise
-    hidden = np.asarray(trials.chunk_hidden)  # [B, T, H]: the state before each step
+    hidden = np.asarray(trials.chunk_state)  # [B, T, H]: the state before each step
     np.testing.assert_array_equal(hidden[:, 0], 0.0)
     # every later state is exactly one GRU step from the previous one, also at the
     # first step of a new episode (t = 3, 6): nothing resets inside a trial
-    next_hidden, _, _ = learner.network.apply(params, trials.chunk_hidden[:, :-1],
+    next_hidden, _, _ = learner.network.apply(params, trials.chunk_state[:, :-1],
                                               trials.inputs[:, :-1, 0])
     np.testing.assert_allclose(hidden[:, 1:], next_hidden, rtol=1e-5, atol=1e-6)
     for t in range(EPISODE_LENGTH, TRIAL_EPISODES * EPISODE_LENGTH, EPISODE_LENGTH):
@@ -255,7 +256,7 @@ def test_every_trial_starts_fresh(stepwise, mdp_family):
     others = mdp_family.sample(jax.random.PRNGKey(7), 4)
     mixed = jax.tree.map(lambda t, o: o.at[2].set(t[2]), tasks, others)
     trials_mixed = run(params, mixed, jax.random.PRNGKey(2), TRIAL_EPISODES)
-    for field in ("chunk_hidden", "inputs", "action", "reward"):
+    for field in ("chunk_state", "inputs", "action", "reward"):
         np.testing.assert_allclose(getattr(trials_mixed, field)[2], getattr(trials, field)[2],
                                    rtol=1e-5, atol=1e-6, err_msg=field)
     assert not np.allclose(trials_mixed.reward[0], trials.reward[0])
@@ -271,11 +272,11 @@ def test_chunking_does_not_change_the_trial(stepwise, whole):
                                    rtol=1e-5, atol=1e-6, err_msg=field)
     b, k, c = trials.valid.shape
     chunk_loss, _ = jax.jit(learner.loss)(
-        params, trials.chunk_hidden.reshape(b * k, -1), trials.inputs.reshape(b * k, c, -1),
+        params, trials.chunk_state.reshape(b * k, -1), trials.inputs.reshape(b * k, c, -1),
         trials.action.reshape(b * k, c), trials.log_prob.reshape(b * k, c),
         adv.reshape(b * k, c), returns.reshape(b * k, c), trials.valid.reshape(b * k, c))
     loss, _ = whole_loss(
-        params, trials_whole.chunk_hidden[:, 0], trials_whole.inputs[:, 0],
+        params, trials_whole.chunk_state[:, 0], trials_whole.inputs[:, 0],
         trials_whole.action[:, 0], trials_whole.log_prob[:, 0], adv, returns,
         trials_whole.valid[:, 0])
     np.testing.assert_allclose(chunk_loss, loss, rtol=1e-5)
@@ -303,7 +304,7 @@ def test_trial_ends_after_n_episodes_of_variable_length():
     # 3 episodes x horizon 2 = 6 steps, padded to 2 chunks of 4
     chex.assert_shape(trials.valid, (4, 2, 4))
     np.testing.assert_array_equal(trials.flat(trials.valid)[0], [1, 1, 1, 1, 1, 1, 0, 0])
-    returns = rl2.episode_returns(trials, 3)
+    returns = episode_returns(trials, 3)
     np.testing.assert_allclose(returns.sum(1), jnp.sum(trials.reward * trials.valid, (1, 2)))
 
 
@@ -317,7 +318,7 @@ def test_loss_gradient_matches_finite_differences(stepwise, whole):
     # old log-probs away from the clipping kinks: some ratios inside, some clipped
     offsets = jax.random.choice(jax.random.PRNGKey(5), jnp.array([-0.6, -0.05, 0.05, 0.6]),
                                 adv.shape)
-    args = (trials.chunk_hidden[:, 0], trials.inputs[:, 0], trials.action[:, 0],
+    args = (trials.chunk_state[:, 0], trials.inputs[:, 0], trials.action[:, 0],
             trials.log_prob[:, 0] + offsets, adv, returns + 0.3, trials.valid[:, 0])
     loss = jax.jit(lambda p: learner.loss(p, *args)[0])
     grads = jax.grad(loss)(params)
@@ -367,9 +368,9 @@ def test_transformer_whole_trial_equals_its_steps(transformer):
     """The loss's all-at-once pass gives the rollout's step-by-step outputs, and the
     memory the rollout starts each trial from is empty."""
     learner, params, _, trials = transformer
-    empty = learner.network.initial_state((4, 1))
-    chex.assert_trees_all_equal(trials.chunk_hidden, empty)
-    first = jax.tree.map(lambda x: x[:, 0], trials.chunk_hidden)
+    empty = learner.network.init_state((4, 1))
+    chex.assert_trees_all_equal(trials.chunk_state, empty)
+    first = jax.tree.map(lambda x: x[:, 0], trials.chunk_state)
     dist, value = jax.jit(learner.sequence)(params, first, trials.inputs[:, 0])
     np.testing.assert_allclose(value, trials.value[:, 0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dist.log_prob(trials.action[:, 0]), trials.log_prob[:, 0],
@@ -449,7 +450,7 @@ def test_expected_reward_signal_and_privileged_value(mdp_family, memory):
                                    privileged_value=True, **extra), mdp_family)
     plain = rl2.make(tiny_config(memory=memory, **extra), mdp_family)
     tasks = mdp_family.sample(jax.random.PRNGKey(1), 4)
-    features = jax.vmap(rl2.task_features)(tasks)
+    features = jax.vmap(task_features)(tasks)
     chex.assert_shape(features, (4, 3 * 2 * 3 + 3 * 2 + 1))  # transitions, means, noise std
     state = learner.init(jax.random.PRNGKey(0))
     trials = jax.jit(learner.run_trials, static_argnums=3)(
@@ -476,7 +477,7 @@ def test_expected_reward_signal_and_privileged_value(mdp_family, memory):
     chex.assert_trees_all_close(learner.advantages(shifted), (adv, returns))
 
     # the policy ignores the privileged features, the value reads them
-    hidden = None if memory == "transformer" else trials.chunk_hidden[:, 0]
+    hidden = None if memory == "transformer" else trials.chunk_state[:, 0]
     other = inputs.at[..., -features.shape[1]:].set(features[::-1, None])
     dist, value = learner.sequence(state.params, hidden, inputs)
     dist2, value2 = learner.sequence(state.params, hidden, other)
@@ -495,7 +496,7 @@ def test_expected_reward_needs_an_env_that_reports_it():
         rl2.make(tiny_config(learning_reward="expected"), family)
     learner = rl2.make(tiny_config(privileged_value=True), family)  # its params are features
     assert learner.network.privileged_dim == int(
-        rl2.task_features(family.sample_params(jax.random.PRNGKey(0))).shape[0])
+        task_features(family.sample_params(jax.random.PRNGKey(0))).shape[0])
 
 
 def test_bandit_reports_the_pulled_arms_mean():
@@ -531,16 +532,26 @@ def test_update_compiles_once_and_reports_metrics(bandit_learner):
 
 
 def test_evaluate_returns_per_episode_curve(bandit_learner):
+    """One point per episode of the evaluation trial: num_steps episodes, by default
+    eval_episodes (else trial_episodes); the curves carry x = 1..n and its label."""
     state = bandit_learner.init(jax.random.PRNGKey(0))
     tasks = bandit_learner.family.sample(jax.random.PRNGKey(1), 6, "test")
-    curve = jax.jit(bandit_learner.evaluate, static_argnums=3)(
-        state, tasks, jax.random.PRNGKey(2), 3)["rl2"]
-    chex.assert_shape(curve, (6, 5))  # one point per episode of the trial, whatever num_steps
-    assert set(np.unique(np.asarray(curve))) <= {0.0, 1.0}
+    evaluate = jax.jit(bandit_learner.evaluate, static_argnums=3)
+    curves = evaluate(state, tasks, jax.random.PRNGKey(2))
+    chex.assert_shape(curves["rl2"], (6, 5))
+    assert curves.x == (1, 2, 3, 4, 5) and curves.xlabel == "episode in trial"
+    assert curves.learner == "rl2" and curves.baselines == ()
+    assert set(np.unique(np.asarray(curves["rl2"]))) <= {0.0, 1.0}
+    three = evaluate(state, tasks, jax.random.PRNGKey(2), 3)
+    chex.assert_shape(three["rl2"], (6, 3))
+    assert three.x == (1, 2, 3)
+    # the first episodes of a longer trial are played with the same keys: same rewards
+    np.testing.assert_array_equal(three["rl2"], curves["rl2"][:, :3])
+    with pytest.raises(ValueError, match="num_steps"):
+        bandit_learner.evaluate(state, tasks, jax.random.PRNGKey(2), 0)
     longer = rl2.make(dataclasses.replace(bandit_learner.config, eval_episodes=7,
                                           eval_policy="mode"), bandit_learner.family)
-    curve = jax.jit(longer.evaluate, static_argnums=3)(
-        state, tasks, jax.random.PRNGKey(2), 3)["rl2"]
+    curve = jax.jit(longer.evaluate)(state, tasks, jax.random.PRNGKey(2))["rl2"]
     chex.assert_shape(curve, (6, 7))
     assert set(np.unique(np.asarray(curve))) <= {0.0, 1.0}
 

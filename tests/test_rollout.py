@@ -1,4 +1,4 @@
-"""``metarl_jax.rollout``: shapes, masks, returns, log-probs, vmapping, gradients."""
+"""``metarl_jax.core.rollout``: shapes, masks, returns, log-probs, vmapping, gradients."""
 
 from functools import partial
 

@@ -28,6 +28,7 @@ import optax
 import pytest
 from flax import struct
 
+from metarl_jax.core.curves import make_curves
 from metarl_jax.sharding import shard_tasks
 from metarl_jax.tasks import TaskFamily
 from metarl_jax.training import (
@@ -96,7 +97,6 @@ class ToyLearner(NamedTuple):
     config: Config
     family: TaskFamily
     key_metric: str = "post_adaptation_return"
-    curve_xlabel: str = "inner gradient steps"
 
 
 def make(config: Config, family: TaskFamily, mesh=None) -> ToyLearner:
@@ -131,7 +131,8 @@ def make(config: Config, family: TaskFamily, mesh=None) -> ToyLearner:
                    "pre_adaptation_return": -pre, "post_adaptation_return": -loss}
         return ToyState(w, opt_state, iteration), metrics
 
-    def evaluate(state, task_params, key, num_steps):
+    def evaluate(state, task_params, key, num_steps=None):
+        num_steps = 3 if num_steps is None else num_steps
         targets = shard_tasks(task_params.target, mesh)  # [tasks, dim]
 
         def curve(w0):
@@ -143,7 +144,8 @@ def make(config: Config, family: TaskFamily, mesh=None) -> ToyLearner:
                 w = w - eval_lrs[min(k, len(eval_lrs) - 1)] * (w - targets - noise)
             return jnp.stack(out, axis=1)  # [tasks, num_steps + 1]
 
-        return {"toy": curve(state.w), "zero_init": curve(jnp.zeros(dim, jnp.float32))}
+        return make_curves({"toy": curve(state.w), "zero_init": curve(jnp.zeros(dim, jnp.float32))},
+                           range(num_steps + 1), "inner gradient steps")
 
     return ToyLearner(init=init, update=traced_at_most_once(update), evaluate=evaluate,
                       config=config, family=family)
@@ -264,8 +266,8 @@ def test_summarize_curves_confidence_interval():
         summarize_curves({"a": np.zeros((3, 2)), "b": np.zeros((3, 3))}, x=[0, 1])
 
 
-def test_curve_x_axis_follows_the_learner():
-    """0..K when the curve grows with num_steps (MAML), 1..n when it does not (RL²)."""
+def test_curve_x_axis_comes_from_the_curves():
+    """The runner reads x and its label from the AdaptationCurves, and rejects a bare dict."""
     from metarl_jax.training.runner import _Evaluator
 
     family = toy_family()
@@ -273,9 +275,15 @@ def test_curve_x_axis_follows_the_learner():
     state = learner.init(jax.random.PRNGKey(0))
     tasks = family.sample(jax.random.PRNGKey(1), 2, "test")
     assert _Evaluator(learner, 2)(state, tasks, jax.random.PRNGKey(2))["x"] == [0, 1, 2]
-    per_episode = learner._replace(
-        evaluate=lambda state, task_params, key, num_steps: {"rl2": jnp.zeros((2, 3))})
-    assert _Evaluator(per_episode, 2)(state, tasks, jax.random.PRNGKey(2))["x"] == [1, 2, 3]
+    assert _Evaluator(learner, None)(state, tasks, jax.random.PRNGKey(2))["x"] == [0, 1, 2, 3]
+    per_episode = learner._replace(evaluate=lambda state, task_params, key, num_steps: make_curves(
+        {"rl2": jnp.zeros((2, 3))}, [1, 2, 3], "episode in trial"))
+    summary = _Evaluator(per_episode, 2)(state, tasks, jax.random.PRNGKey(2))
+    assert summary["x"] == [1, 2, 3] and summary["xlabel"] == "episode in trial"
+    bare = learner._replace(evaluate=lambda state, task_params, key, num_steps: {
+        "rl2": jnp.zeros((2, 3))})
+    with pytest.raises(TypeError, match="must return AdaptationCurves"):
+        _Evaluator(bare, 2)(state, tasks, jax.random.PRNGKey(2))
 
 
 # -- determinism and resume ------------------------------------------------------------

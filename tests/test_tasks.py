@@ -9,7 +9,8 @@ import pytest
 from gymnax.environments.classic_control.acrobot import EnvParams as AcrobotParams
 
 import metarl_jax
-from metarl_jax.envs import GymnaxEnvironment, Navigation2D, from_gymnax
+from metarl_jax.envs import GymnaxEnvironment, Navigation2D
+from metarl_jax.tasks import from_gymnax
 from metarl_jax.families.meta_rl import sample_square_annulus
 from metarl_jax.tasks import TaskFamily, make, register, uniform_params_sampler
 

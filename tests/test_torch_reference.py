@@ -45,10 +45,10 @@ import metarl_jax
 from jax.flatten_util import ravel_pytree
 
 from metarl_jax.algorithms import maml
-from metarl_jax.networks import make_policy
+from metarl_jax.nn import make_policy
 from metarl_jax.rl.returns import masked_mean
 from metarl_jax.rl.trpo import gauss_newton_fvp, trpo_step
-from metarl_jax.rollout import Trajectory
+from metarl_jax.core.rollout import Trajectory
 
 torch = pytest.importorskip("torch")
 

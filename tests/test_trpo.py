@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from metarl_jax.networks import Categorical
+from metarl_jax.nn import Categorical
 from metarl_jax.rl import conjugate_gradient, hessian_vector_product, mean_kl, trpo_step
 
 
@@ -223,7 +223,7 @@ def test_trpo_argument_errors(policy_problem):
 
 def test_gauss_newton_fvp_equals_kl_hessian_vector_product():
     """At the old params the Gauss-Newton product is exactly the KL Hessian's."""
-    from metarl_jax.networks import DiagGaussian
+    from metarl_jax.nn import DiagGaussian
     from metarl_jax.rl.trpo import gauss_newton_fvp
 
     key = jax.random.PRNGKey(0)

@@ -26,24 +26,30 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from metarl_jax.networks import make_policy, policy_sample_fn
+from metarl_jax.core.curves import AdaptationCurves, make_curves
+from metarl_jax.core.rollout import Trajectory, rollout
+from metarl_jax.nn.mlp import make_policy, policy_sample_fn
 from metarl_jax.rl.baselines import linear_feature_baseline
 from metarl_jax.rl.losses import dice_loss, ppo_clip_loss
+from metarl_jax.rl.ppo import ppo_update
 from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
 from metarl_jax.rl.trpo import gauss_newton_fvp, trpo_step
-from metarl_jax.rollout import Trajectory, rollout
 from metarl_jax.sharding import check_divisible, shard_tasks
+from metarl_jax.utils import (check_choice, check_in_unit_interval, check_int_at_least,
+                              check_positive, check_positive_int, check_positive_int_tuple,
+                              tree_axpy)
 
 OUTER_OPTIMIZERS = ("adam", "ppo", "trpo")
 INNER_ESTIMATORS = ("vpg", "dice")
 ACTIVATIONS = ("relu", "tanh")
+DEFAULT_EVAL_STEPS = 3  # inner steps an evaluation curve spans unless asked otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +63,13 @@ class Config:
     laptop CPU; ``benchmarks/maml_speed.py`` times the full reference batch.
 
     Sizes are static (they change array shapes); the rest could be swept.
+    ``ppo_epochs`` and ``ppo_clip`` were renamed ``num_epochs`` and
+    ``clip_eps`` (the names RL² uses); config files and checkpoints with the
+    old keys still load, with a ``DeprecationWarning``.
     """
+
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {"ppo_epochs": "num_epochs",
+                                                "ppo_clip": "clip_eps"}
 
     meta_batch_size: int = 10          # tasks per meta-iteration
     num_inner_steps: int = 1           # inner policy-gradient steps (static)
@@ -73,8 +85,8 @@ class Config:
     remat_inner_steps: bool = False    # jax.checkpoint each inner step (memory for many steps)
     outer_optimizer: str = "trpo"      # "adam" | "ppo" | "trpo"
     outer_lr: float = 1e-3             # Adam / PPO learning rate
-    ppo_epochs: int = 5
-    ppo_clip: float = 0.2
+    num_epochs: int = 5                # PPO epochs per outer step
+    clip_eps: float = 0.2              # PPO clipping range
     max_kl: float = 0.01               # TRPO trust region
     cg_iters: int = 10
     cg_damping: float = 1e-5
@@ -89,31 +101,19 @@ class Config:
 
     def __post_init__(self):
         for name in ("meta_batch_size", "inner_episodes", "horizon", "eval_episodes",
-                     "ppo_epochs", "cg_iters", "line_search_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.num_inner_steps, bool) or not isinstance(self.num_inner_steps, int) \
-                or self.num_inner_steps < 0:
-            raise ValueError(
-                f"num_inner_steps must be a non-negative integer, got {self.num_inner_steps!r}")
-        if self.outer_optimizer not in OUTER_OPTIMIZERS:
-            raise ValueError(f"outer_optimizer must be one of {OUTER_OPTIMIZERS}, "
-                             f"got {self.outer_optimizer!r}")
-        if self.inner_estimator not in INNER_ESTIMATORS:
-            raise ValueError(f"inner_estimator must be one of {INNER_ESTIMATORS}, "
-                             f"got {self.inner_estimator!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        for name in ("outer_lr", "max_kl", "ppo_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                     "num_epochs", "cg_iters", "line_search_steps"):
+            check_positive_int(name, getattr(self, name))
+        check_int_at_least("num_inner_steps", self.num_inner_steps, 0)
+        check_choice("outer_optimizer", self.outer_optimizer, OUTER_OPTIMIZERS)
+        check_choice("inner_estimator", self.inner_estimator, INNER_ESTIMATORS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        for name in ("outer_lr", "max_kl", "clip_eps"):
+            check_positive(name, getattr(self, name))
         if not 0 < self.line_search_backtrack < 1:
             raise ValueError("line_search_backtrack must be in (0, 1)")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("gamma and gae_lambda must be in [0, 1]")
-        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
+        for name in ("gamma", "gae_lambda"):
+            check_in_unit_interval(name, getattr(self, name))
+        check_positive_int_tuple("hidden_sizes", tuple(self.hidden_sizes), allow_empty=False)
         if any(not lr >= 0 for lr in self.eval_inner_lrs):
             raise ValueError("eval_inner_lrs must be non-negative")
 
@@ -131,26 +131,18 @@ class MAMLState:
 
 
 class Learner(NamedTuple):
-    """The learner contract: pure ``init``, ``update``, ``evaluate``."""
+    """The learner contract (:mod:`metarl_jax.core.learner`), plus MAML's parts."""
 
     init: Any
     update: Any
     evaluate: Any
-    adapt: Any
-    sample: Any
-    meta_loss: Any
-    advantages: Any     # Trajectory [episodes, T] -> normalised GAE advantages (one task)
     config: Config
     family: Any
-    key_metric: str = "post_adaptation_return"
-    curve_xlabel: str = "inner gradient steps"
-
-
-def _tree_axpy(alpha, x, y):
-    """``y - alpha * x`` leafwise; ``alpha`` is a scalar or a pytree like ``x``."""
-    if isinstance(alpha, (float, int)) or (hasattr(alpha, "ndim") and alpha.ndim == 0):
-        return jax.tree.map(lambda xi, yi: yi - alpha * xi, x, y)
-    return jax.tree.map(lambda a, xi, yi: yi - a * xi, alpha, x, y)
+    key_metric: str
+    adapt: Any          # one task's adaptation curve [K + 1] (see select_eval_lrs)
+    sample: Any         # (meta_params, task_params, key) -> [(D_0, w_0), ..., (D_K, adv_K)]
+    meta_loss: Any      # (meta_params, batches) -> the differentiable meta-objective
+    advantages: Any     # Trajectory [episodes, T] -> normalised GAE advantages (one task)
 
 
 def make(config: Config, family, mesh=None) -> Learner:
@@ -203,8 +195,10 @@ def make(config: Config, family, mesh=None) -> Learner:
         grads = jax.grad(inner_loss)(policy_params, *batch)
         if config.first_order:
             grads = jax.lax.stop_gradient(grads)
-        alpha = meta_params["inner_lr"] if meta_params["inner_lr"] is not None else lr
-        return _tree_axpy(alpha, grads, policy_params)
+        if meta_params["inner_lr"] is not None:
+            return tree_axpy(jax.tree.map(jnp.negative, meta_params["inner_lr"]), grads,
+                             policy_params)
+        return tree_axpy(-lr, grads, policy_params)
 
     if config.remat_inner_steps:
         inner_step = jax.checkpoint(inner_step)
@@ -293,18 +287,13 @@ def make(config: Config, family, mesh=None) -> Learner:
             meta_params = optax.apply_updates(meta_params, updates)
             info = {"outer_loss": loss, "grad_norm": optax.tree.norm(grads)}
         elif config.outer_optimizer == "ppo":
-            def ppo_loss(mp):
+            def ppo_loss(mp):  # full batch: the outer loss is a mean over the task batch
                 _, logp = new_dists_and_logp(mp, trajs)
-                return ppo_clip_loss(logp, old_logp, adv, valid, config.ppo_clip)
+                return ppo_clip_loss(logp, old_logp, adv, valid, config.clip_eps), {}
 
-            def epoch(carry, _):
-                mp, os_ = carry
-                loss, grads = jax.value_and_grad(ppo_loss)(mp)
-                updates, os_ = optimizer.update(grads, os_, mp)
-                return (optax.apply_updates(mp, updates), os_), loss
-
-            (meta_params, opt_state), losses = jax.lax.scan(
-                epoch, (meta_params, opt_state), None, length=config.ppo_epochs)
+            meta_params, opt_state, (losses, _) = ppo_update(
+                ppo_loss, optimizer, meta_params, opt_state, (), None,
+                num_epochs=config.num_epochs)
             info = {"outer_loss": losses[0], "outer_loss_final": losses[-1]}
         else:
             def kl_of_dist(dist):
@@ -394,9 +383,11 @@ def make(config: Config, family, mesh=None) -> Learner:
                                            (traj, inner_weights(traj)), lr)
         return jnp.stack(curve)
 
-    def evaluate(state: MAMLState, task_params, key: jax.Array, num_steps: int,
-                 inner_lrs=None):
+    def evaluate(state: MAMLState, task_params, key: jax.Array, num_steps: int | None = None,
+                 inner_lrs=None) -> AdaptationCurves:
         """Per-task returns after 0..num_steps inner steps, ``{name: [tasks, K+1]}``.
+
+        ``num_steps`` defaults to ``DEFAULT_EVAL_STEPS``; x is ``0..K``.
 
         Curves: ``"maml"``, ``"pretrained"`` (multi-task baseline, fine-tuned
         with the same steps) and ``"random_init"`` (a fresh initialisation,
@@ -406,6 +397,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         from curve name to sequence (a curve it does not name uses the config's);
         see :func:`select_eval_lrs`.
         """
+        num_steps = DEFAULT_EVAL_STEPS if num_steps is None else num_steps
+        check_int_at_least("num_steps", num_steps, 0)
         num_tasks = jax.tree.leaves(task_params)[0].shape[0]
         task_keys = jax.random.split(key, num_tasks)
         if isinstance(inner_lrs, dict):
@@ -426,11 +419,11 @@ def make(config: Config, family, mesh=None) -> Learner:
         if state.pretrained_params is not None:
             out["pretrained"] = curves("pretrained", state.pretrained_params)
         out["random_init"] = curves("random_init", state.random_init_params)
-        return out
+        return make_curves(out, range(num_steps + 1), "inner gradient steps")
 
-    return Learner(init=init, update=update, evaluate=evaluate, adapt=adapt,
-                   sample=sample, meta_loss=meta_loss, advantages=advantages, config=config,
-                   family=family)
+    return Learner(init=init, update=update, evaluate=evaluate, config=config, family=family,
+                   key_metric="post_adaptation_return", adapt=adapt, sample=sample,
+                   meta_loss=meta_loss, advantages=advantages)
 
 
 @partial(jax.jit, static_argnums=(0, 1))

@@ -21,10 +21,9 @@ from gymnax.environments.classic_control.acrobot import EnvParams as AcrobotPara
 
 from metarl_jax.envs.bandit import BernoulliBandit, GaussianBandit
 from metarl_jax.envs.environment import require_positive
-from metarl_jax.envs.gymnax_adapter import from_gymnax
 from metarl_jax.envs.navigation import Navigation2D
 from metarl_jax.envs.tabular_mdp import TabularMDP
-from metarl_jax.tasks import TaskFamily, register, uniform_params_sampler
+from metarl_jax.tasks import TaskFamily, from_gymnax, register, uniform_params_sampler
 
 # MAML's goal square and the out-of-distribution square annulus around it
 NAVIGATION_GOAL_HALF_WIDTH = 0.5

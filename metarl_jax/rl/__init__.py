@@ -2,12 +2,14 @@
 
 Returns and GAE (:mod:`~metarl_jax.rl.returns`), the linear feature baseline
 (:mod:`~metarl_jax.rl.baselines`), policy-gradient surrogates
-(:mod:`~metarl_jax.rl.losses`) and TRPO (:mod:`~metarl_jax.rl.trpo`). All
+(:mod:`~metarl_jax.rl.losses`) TRPO (:mod:`~metarl_jax.rl.trpo`) and the PPO epoch/minibatch update
+(:mod:`~metarl_jax.rl.ppo`). All
 are pure functions of arrays shaped ``[..., T]`` with a ``valid`` mask.
 """
 
 from metarl_jax.rl.baselines import linear_baseline_features, linear_feature_baseline
 from metarl_jax.rl.losses import dice_loss, magic_box, mean_kl, ppo_clip_loss, vpg_loss
+from metarl_jax.rl.ppo import ppo_update
 from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
 from metarl_jax.rl.trpo import (
     conjugate_gradient,
@@ -29,6 +31,7 @@ __all__ = [
     "mean_kl",
     "normalize_advantages",
     "ppo_clip_loss",
+    "ppo_update",
     "trpo_step",
     "gauss_newton_fvp",
     "vpg_loss",

@@ -11,22 +11,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from metarl_jax.utils import check_int_at_least, tree_axpy, tree_vdot
+
 Params = Any
-
-
-def _tree_vdot(a: Params, b: Params) -> jax.Array:
-    leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.sum(x * y), a, b))
-    return sum(leaves, jnp.zeros((), jnp.float32))
-
-
-def _tree_axpy(alpha: jax.Array, x: Params, y: Params) -> Params:
-    """``alpha * x + y``."""
-    return jax.tree.map(lambda xi, yi: alpha * xi + yi, x, y)
-
-
-def _require_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _require_range(name: str, value, low: float, high: float | None) -> None:
@@ -52,21 +39,21 @@ def conjugate_gradient(
     iterations leave ``x`` unchanged, like the early ``break`` of the rllab /
     pytorch-maml-rl implementation. Starts from ``x = 0``.
     """
-    _require_int("num_iters", num_iters, 1)
+    check_int_at_least("num_iters", num_iters, 1)
     zeros = jax.tree.map(jnp.zeros_like, b)
-    rdotr = _tree_vdot(b, b)
+    rdotr = tree_vdot(b, b)
     tol = jnp.asarray(residual_tol, jnp.float32)
 
     def body(_, carry):
         x, r, p, rdotr = carry
         done = rdotr < tol
         ap = matvec(p)
-        p_ap = _tree_vdot(p, ap)
+        p_ap = tree_vdot(p, ap)
         # Safe denominators: a finished solve has p = 0 and p.Ap = 0.
         alpha = jnp.where(done, 0.0, rdotr / jnp.where(done, 1.0, p_ap))
-        x = _tree_axpy(alpha, p, x)
-        r = _tree_axpy(-alpha, ap, r)
-        new_rdotr = _tree_vdot(r, r)
+        x = tree_axpy(alpha, p, x)
+        r = tree_axpy(-alpha, ap, r)
+        new_rdotr = tree_vdot(r, r)
         beta = jnp.where(done, 0.0, new_rdotr / jnp.where(done, 1.0, rdotr))
         p = jax.tree.map(lambda pi, ri: jnp.where(done, pi, ri + beta * pi), p, r)
         rdotr = jnp.where(done, rdotr, new_rdotr)
@@ -135,8 +122,8 @@ def trpo_step(
       (``backtrack_ratio^k`` of the accepted step, 0 if none) and ``accepted``
       (1.0 or 0.0).
     """
-    _require_int("cg_iters", cg_iters, 1)
-    _require_int("max_backtracks", max_backtracks, 1)
+    check_int_at_least("cg_iters", cg_iters, 1)
+    check_int_at_least("max_backtracks", max_backtracks, 1)
     _require_range("max_kl", max_kl, 0.0, None)
     _require_range("backtrack_ratio", backtrack_ratio, 0.0, 1.0)
     if isinstance(damping, (int, float)) and damping < 0:
@@ -151,17 +138,17 @@ def trpo_step(
     def fisher_vp(v):
         hv = (fisher_vector_product(v) if fisher_vector_product is not None
               else hessian_vector_product(kl_fn, params, v))
-        return _tree_axpy(damping, v, hv)
+        return tree_axpy(damping, v, hv)
 
     step_dir = conjugate_gradient(fisher_vp, grads, cg_iters)
-    shs = _tree_vdot(step_dir, fisher_vp(step_dir))
+    shs = tree_vdot(step_dir, fisher_vp(step_dir))
     # A zero (or numerically non-positive) curvature means no usable step.
     full_scale = jnp.where(shs > 0, jnp.sqrt(2.0 * max_kl / jnp.where(shs > 0, shs, 1.0)), 0.0)
     full_step = jax.tree.map(lambda s: full_scale * s, step_dir)
     fractions = jnp.asarray(backtrack_ratio, jnp.float32) ** jnp.arange(max_backtracks, dtype=jnp.float32)
 
     def candidate(fraction):
-        return _tree_axpy(-fraction, full_step, params)
+        return tree_axpy(-fraction, full_step, params)
 
     def evaluate(fraction):
         new_params = candidate(fraction)

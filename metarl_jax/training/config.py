@@ -16,6 +16,7 @@ import json
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -113,12 +114,15 @@ def config_from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> An
     naming the key (with ``prefix`` for nested configs) and, for unknown
     keys, listing the valid ones. Errors raised by the config's own
     ``__post_init__`` validation are re-raised as :class:`ConfigError`.
+    Keys a config renamed (its ``RENAMED_FIELDS``, old name -> new name) are
+    read under their new name with a ``DeprecationWarning``.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     if not isinstance(data, Mapping):
         raise ConfigError(f"config {prefix.rstrip('.') or cls.__name__} must be a mapping, "
                           f"got {data!r}")
+    data = rename_fields(cls, data, warn=True)
     types_ = field_types(cls)
     unknown = [key for key in data if key not in types_]
     if unknown:
@@ -131,6 +135,25 @@ def config_from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> An
         return cls(**values)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"invalid {cls.__name__}: {err}") from None
+
+
+def rename_fields(cls: type, data: Mapping[str, Any], *, warn: bool = False) -> dict[str, Any]:
+    """``data`` with ``cls.RENAMED_FIELDS``' old keys under their new names.
+
+    Raises :class:`ConfigError` when both names are given.
+    """
+    renamed = getattr(cls, "RENAMED_FIELDS", {})
+    out = dict(data)
+    for old, new in renamed.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"config sets both {old!r} and its new name {new!r}")
+            if warn:
+                warnings.warn(f"{cls.__name__}: config key {old!r} is now {new!r}; the old "
+                              "name will stop working in the next release",
+                              DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

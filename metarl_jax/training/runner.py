@@ -1,8 +1,11 @@
 """The host loop shared by every algorithm: compile, iterate, log, checkpoint, plot.
 
 :func:`train` drives any learner that follows the contract of
-:mod:`metarl_jax.algorithms` (``init``, ``update``, ``evaluate``,
-``key_metric``, ``curve_xlabel``). ``update`` is compiled once, ahead of the
+:mod:`metarl_jax.core.learner` (``init``, ``update``, ``evaluate`` returning
+:class:`~metarl_jax.core.curves.AdaptationCurves`, ``key_metric``). It is
+the one training loop of the project: the CLI, the notebook and the
+benchmark scripts all call it, with an optional wall-clock budget, a
+progress callback and a checkpoint directory. ``update`` is compiled once, ahead of the
 loop, as a ``lax.scan`` over ``iterations_per_call`` meta-iterations, so one
 host call (one dispatch, one device-to-host copy of the metrics) covers
 several iterations.
@@ -46,17 +49,26 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from metarl_jax import algorithms, tasks
+from metarl_jax.core.curves import AdaptationCurves
+from metarl_jax.core.learner import check_learner
 from metarl_jax.sharding import TASK_AXIS, check_divisible, replicate, task_mesh
 from metarl_jax.training.checkpoint import Checkpointer
-from metarl_jax.training.config import config_from_dict, config_to_dict
-from metarl_jax.training.logging import (RunLogger, flatten_metrics, read_csv, summarize_curves,
+from metarl_jax.training.config import config_from_dict, config_to_dict, rename_fields
+from metarl_jax.utils import check_int_at_least
+from metarl_jax.training.logging import (RunLogger, eval_row, flatten_metrics, read_csv,
+                                         summarize_curves,
                                          truncate_csv, write_json)
 from metarl_jax.training.plotting import plot_adaptation_curve, plot_training_curve
 
 # Settings that determine what a run computes; a resume must not change them.
 IDENTITY_KEYS = ("algorithm", "algorithm_config", "family", "family_options", "seed",
                  "iterations_per_call", "eval_every", "eval_num_tasks", "eval_num_steps")
-LEARNER_FIELDS = ("init", "update", "evaluate", "key_metric", "curve_xlabel")
+# 2: eval_num_steps may be None (the learner's default) and RL² honours it;
+#    MAML's ppo_epochs/ppo_clip are num_epochs/clip_eps. Older runs are upgraded on read.
+SETTINGS_VERSION = 2
+# progress_fn(iteration, metrics): metrics are the training metrics of that iteration,
+# "elapsed_s" (training seconds so far) and, after an evaluation, "eval/<curve>_<x>_mean"...
+ProgressFn = Any
 
 
 class RunDirectoryError(ValueError):
@@ -147,23 +159,26 @@ def build_mesh(use_mesh: bool | None):
     return task_mesh() if use_mesh else None
 
 
-def check_learner(learner: Any) -> None:
-    """Raise ``TypeError`` naming the fields a learner lacks."""
-    missing = [name for name in LEARNER_FIELDS if not hasattr(learner, name)]
-    if missing:
-        raise TypeError(f"learner lacks the contract field(s) {missing}; "
-                        f"a learner needs {list(LEARNER_FIELDS)}")
-
-
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """``(init, train, eval_tasks, eval)`` keys of a run, all derived from ``seed``."""
     root = jax.random.PRNGKey(seed)
     return tuple(jax.random.fold_in(root, i) for i in range(4))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def upgrade_identity(saved: Mapping[str, Any], version: int, module=None) -> dict[str, Any]:
+    """Identity settings saved by settings version ``version``, in today's terms.
+
+    Renamed config keys get their new names; before version 2 RL² ignored
+    ``eval_num_steps`` (its curve always had ``eval_episodes`` points), so an
+    old RL² run's value is read as ``None``, which plays the same evaluation.
+    """
+    saved = dict(saved)
+    config = saved.get("algorithm_config")
+    if module is not None and isinstance(config, Mapping):
+        saved["algorithm_config"] = rename_fields(module.Config, config)
+    if version < 2 and saved.get("algorithm") == "rl2":
+        saved["eval_num_steps"] = None
+    return saved
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -225,30 +240,18 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 class _Evaluator:
     """Jitted ``learner.evaluate`` at a fixed ``num_steps``, summarised on the host."""
 
-    def __init__(self, learner, num_steps: int):
-        self.learner, self.num_steps = learner, num_steps
+    def __init__(self, learner, num_steps: int | None):
         self._evaluate = jax.jit(lambda state, task_params, key: learner.evaluate(
             state, task_params, key, num_steps))
-        self._x: list[int] | None = None
 
     def __call__(self, state, task_params, key, **info) -> dict[str, Any]:
-        curves = jax.device_get(self._evaluate(state, task_params, key))
-        if self._x is None:
-            self._x = self._curve_x(state, task_params, key, next(iter(curves.values())).shape[1])
-        return {**info, **summarize_curves(curves, self._x)}
-
-    def _curve_x(self, state, task_params, key, num_points: int) -> list[int]:
-        """``0..K`` when the curve has a point per number of adaptation steps
-        (its length follows ``num_steps``, as MAML's), else ``1..n`` (a point
-        per episode of a trial, as RL²'s, whatever ``num_steps`` is).
-
-        Decided by tracing ``evaluate`` at ``num_steps + 1`` (shapes only)."""
-        if num_points == self.num_steps + 1:
-            more = jax.eval_shape(lambda s, p, k: self.learner.evaluate(
-                s, p, k, self.num_steps + 1), state, task_params, key)
-            if next(iter(more.values())).shape[1] == num_points + 1:
-                return list(range(num_points))
-        return list(range(1, num_points + 1))
+        curves = self._evaluate(state, task_params, key)
+        if not isinstance(curves, AdaptationCurves):
+            raise TypeError("learner.evaluate must return AdaptationCurves "
+                            "(metarl_jax.core.make_curves), got "
+                            f"{type(curves).__name__}")
+        curves = jax.device_get(curves)
+        return {**info, "xlabel": curves.xlabel, **summarize_curves(curves.curves, curves.x)}
 
 
 # -- training -------------------------------------------------------------------------
@@ -267,12 +270,15 @@ def train(
     eval_every: int = 25,
     checkpoint_every: int = 25,
     eval_num_tasks: int = 40,
-    eval_num_steps: int = 3,
+    eval_num_steps: int | None = None,
     max_checkpoints_to_keep: int = 3,
     quiet: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     use_mesh: bool | None = None,
+    time_budget_s: float | None = None,
+    progress_fn: ProgressFn | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> RunResult:
     """Meta-train ``algorithm`` on ``family`` and write everything into ``run_dir``.
 
@@ -292,7 +298,9 @@ def train(
         (0: only at the end; the end is always evaluated).
       checkpoint_every: save every this many iterations (0: only at the end).
       eval_num_tasks, eval_num_steps: size of the evaluation (the
-        ``num_steps`` passed to ``learner.evaluate``).
+        ``num_steps`` passed to ``learner.evaluate``: inner steps for MAML,
+        episodes of the evaluation trial for RL²; ``None``: the learner's
+        default).
       max_checkpoints_to_keep: older checkpoints are deleted.
       quiet: no progress bar.
       resume: continue ``run_dir`` from its last good checkpoint; the
@@ -301,6 +309,20 @@ def train(
       overwrite: delete an existing ``run_dir`` first.
       use_mesh: shard the task axis over all devices (``None``: when there
         is more than one device).
+      time_budget_s: stop once the run's training time (compile, evaluation
+        and checkpointing excluded; earlier segments of a resumed run
+        included) reaches this many seconds, after the host call in which it
+        did; the stop is evaluated and checkpointed like the end, and
+        ``RunResult.iteration`` says how far it got. Resume with a larger
+        budget (or none) to go on.
+      progress_fn: called on the host as ``progress_fn(iteration, metrics)``
+        after every iteration, with its training metrics and ``elapsed_s``,
+        plus ``eval/...`` entries (:func:`~metarl_jax.training.logging.eval_row`)
+        after an evaluation (as brax's ``progress_fn``). Its time is not
+        training time.
+      checkpoint_dir: where the orbax checkpoints go (default
+        ``run_dir/checkpoints``); recorded in ``config.json`` so
+        :func:`load_run` finds them.
 
     Raises:
       RunDirectoryError: ``run_dir`` exists (without resume/overwrite), or
@@ -317,9 +339,14 @@ def train(
                                 ("eval_every", eval_every, 0),
                                 ("checkpoint_every", checkpoint_every, 0),
                                 ("eval_num_tasks", eval_num_tasks, 1),
-                                ("eval_num_steps", eval_num_steps, 1),
                                 ("max_checkpoints_to_keep", max_checkpoints_to_keep, 1)):
-        _check_int(arg, value, minimum)
+        check_int_at_least(arg, value, minimum)
+    if eval_num_steps is not None:
+        check_int_at_least("eval_num_steps", eval_num_steps, 1)
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ValueError(f"time_budget_s must be positive, got {time_budget_s!r}")
+    if progress_fn is not None and not callable(progress_fn):
+        raise TypeError(f"progress_fn must be callable, got {type(progress_fn).__name__}")
     for arg, value in (("num_iterations", num_iterations), ("eval_every", eval_every),
                        ("checkpoint_every", checkpoint_every)):
         if value % iterations_per_call:
@@ -347,7 +374,10 @@ def train(
             f"run directory {str(run_dir)!r} already exists; pass resume=True (--resume) "
             "to continue it or overwrite=True (--overwrite) to replace it")
 
+    checkpoint_path = (run_dir / "checkpoints" if checkpoint_dir is None
+                       else Path(checkpoint_dir).resolve())
     settings = {
+        "settings_version": SETTINGS_VERSION,
         "algorithm": name,
         "algorithm_module": module.__name__,
         "algorithm_config": config_to_dict(config),
@@ -360,6 +390,8 @@ def train(
         "eval_num_steps": eval_num_steps,
         "num_iterations": num_iterations,
         "checkpoint_every": checkpoint_every,
+        "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_path),
+        "time_budget_s": time_budget_s,
     }
     identity = {key: settings[key] for key in IDENTITY_KEYS}
     try:  # fields added to the config since a run was saved count as their defaults
@@ -368,6 +400,7 @@ def train(
         defaults = None
     if resume:
         saved = json.loads((run_dir / "config.json").read_text())
+        saved = upgrade_identity(saved, saved.get("settings_version", 1), module)
         differences = identity_differences(saved, identity, defaults=defaults)
         if differences:
             raise RunDirectoryError(f"cannot resume {str(run_dir)!r}: the requested run differs "
@@ -375,23 +408,25 @@ def train(
 
     learner = module.make(config, task_family, mesh=mesh)
     check_learner(learner)
-    settings.update(key_metric=learner.key_metric, curve_xlabel=learner.curve_xlabel,
-                    versions=_versions(), devices=_devices(mesh))
+    settings.update(key_metric=learner.key_metric, versions=_versions(),
+                    devices=_devices(mesh))
     init_key, train_key, eval_tasks_key, eval_key = run_keys(seed)
     state = replicate(learner.init(init_key), mesh)  # eager: no compile for a one-off
 
     if exists and overwrite and is_main:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpointer = Checkpointer(run_dir / "checkpoints", max_checkpoints_to_keep)
+    checkpointer = Checkpointer(checkpoint_path, max_checkpoints_to_keep)
     logger = None
     try:
         start, elapsed = 0, 0.0
         if resume:
             restored = checkpointer.restore_latest(state)
             if restored is not None:
-                differences = identity_differences(restored.host["identity"], identity,
-                                                   defaults=defaults)
+                differences = identity_differences(
+                    upgrade_identity(restored.host["identity"],
+                                     restored.host.get("settings_version", 1), module),
+                    identity, defaults=defaults)
                 if differences:
                     raise RunDirectoryError(
                         f"cannot resume {str(run_dir)!r}: the requested run differs from the "
@@ -412,8 +447,7 @@ def train(
 
         eval_tasks = task_family.sample(eval_tasks_key, eval_num_tasks, "test")
         evaluator = _Evaluator(learner, eval_num_steps)
-        eval_info = {"algorithm": name, "family": task_family.name, "split": "test",
-                     "xlabel": learner.curve_xlabel}
+        eval_info = {"algorithm": name, "family": task_family.name, "split": "test"}
 
         def evaluate(state, iteration):
             return evaluator(state, eval_tasks, jax.random.fold_in(eval_key, iteration),
@@ -422,11 +456,13 @@ def train(
         title = f"{name} on {task_family.name}"
         last_metrics: dict[str, float] = {}
         summary = None
+        end = start
         if start < num_iterations:
-            state, last_metrics, summary = _loop(
+            state, last_metrics, summary, end = _loop(
                 learner, state, train_key, mesh, start, num_iterations, iterations_per_call,
                 elapsed, eval_every, checkpoint_every, evaluate, checkpointer, logger,
-                {"identity": identity}, title, quiet)
+                {"identity": identity, "settings_version": SETTINGS_VERSION}, title, quiet,
+                time_budget_s, progress_fn)
         checkpointer.wait()
     finally:
         checkpointer.close()
@@ -436,8 +472,8 @@ def train(
     if summary is None:  # resumed a finished run: its final evaluation is on disk
         curve_path = run_dir / "adaptation_curve.json"
         summary = json.loads(curve_path.read_text()) if curve_path.exists() else None
-        if summary is None or summary.get("iteration") != num_iterations:
-            summary = evaluate(state, num_iterations)
+        if summary is None or summary.get("iteration") != end:
+            summary = evaluate(state, end)
     if is_main:
         write_json(run_dir / "adaptation_curve.json", summary)
         plot_adaptation_curve(summary, run_dir / "adaptation_curve.png", title)
@@ -445,7 +481,7 @@ def train(
     if not last_metrics and (run_dir / "metrics.csv").exists():
         columns = read_csv(run_dir / "metrics.csv")
         last_metrics = {k: float(v[-1]) for k, v in columns.items() if k != "iteration" and len(v)}
-    return RunResult(run_dir=run_dir, state=state, iteration=num_iterations,
+    return RunResult(run_dir=run_dir, state=state, iteration=end,
                      metrics=last_metrics, adaptation_curve=summary)
 
 
@@ -474,14 +510,20 @@ def _compile_chunk(learner, state, train_key, iterations_per_call: int, mesh):
 
 
 def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per_call, elapsed,
-          eval_every, checkpoint_every, evaluate, checkpointer, logger, host, title, quiet):
-    """Compile, then run iterations ``start+1 .. num_iterations``.
+          eval_every, checkpoint_every, evaluate, checkpointer, logger, host, title, quiet,
+          time_budget_s, progress_fn):
+    """Compile, then run iterations ``start+1 .. num_iterations`` (or until the budget).
 
-    Returns ``(final state, last iteration's metrics, last evaluation summary)``.
+    Returns ``(final state, last iteration's metrics, last evaluation summary,
+    last iteration)``.
     """
 
+    def out_of_time():
+        return time_budget_s is not None and elapsed >= time_budget_s
+
     def due(every, iteration):
-        return iteration == num_iterations or (every > 0 and iteration % every == 0)
+        return (iteration == num_iterations or out_of_time()
+                or (every > 0 and iteration % every == 0))
 
     iteration = start
     row: dict[str, float] = {}
@@ -490,7 +532,7 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
               desc=f"compiling {title}", dynamic_ncols=True) as bar:
         step = _compile_chunk(learner, state, train_key, iterations_per_call, mesh)
         bar.set_description(title)
-        while iteration < num_iterations:
+        while iteration < num_iterations and not out_of_time():
             tick = time.perf_counter()
             state, (metrics, finite) = step(state, jnp.int32(iteration), train_key)
             metrics, finite = jax.device_get((metrics, finite))
@@ -513,18 +555,24 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
                         + (f"Last good checkpoint: iteration {good[-1]} in "
                            f"{checkpointer.directory}" if good
                            else "No checkpoint was written before it."))
+                if progress_fn is not None and j < iterations_per_call - 1:
+                    progress_fn(iteration, {**row, "elapsed_s": elapsed})
             bar.update(iterations_per_call)
             bar.set_postfix({learner.key_metric: f"{row[learner.key_metric]:.4g}"},
                             refresh=False)
+            progress = {**row, "elapsed_s": elapsed}
             if due(eval_every, iteration):
                 summary = evaluate(state, iteration)
                 if logger is not None:
                     logger.log_eval(iteration, summary)
+                progress.update({f"eval/{k}": v for k, v in eval_row(summary).items()})
+            if progress_fn is not None:
+                progress_fn(iteration, progress)
             if due(checkpoint_every, iteration):
                 if logger is not None:
                     logger.flush()
                 checkpointer.save(iteration, state, {**host, "elapsed_s": elapsed})
-    return state, row, summary
+    return state, row, summary, iteration
 
 
 # -- reading a run back ----------------------------------------------------------------
@@ -547,6 +595,7 @@ def load_run(run_dir: str | Path, *, family: tasks.TaskFamily | None = None,
         module = algorithms.get(settings["algorithm"])
     else:
         module = importlib.import_module(settings["algorithm_module"])
+    settings = upgrade_identity(settings, settings.get("settings_version", 1), module)
     config = config_from_dict(module.Config, settings["algorithm_config"])
     if family is None:
         family = tasks.make(settings["family"], **settings["family_options"])
@@ -554,7 +603,8 @@ def load_run(run_dir: str | Path, *, family: tasks.TaskFamily | None = None,
     learner = module.make(config, family, mesh=mesh)
     check_learner(learner)
     target = replicate(learner.init(run_keys(settings["seed"])[0]), mesh)
-    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=None)
+    checkpointer = Checkpointer(Path(settings.get("checkpoint_dir") or run_dir / "checkpoints"),
+                                max_to_keep=None)
     try:
         restored = checkpointer.restore_latest(target, repair=False)
     finally:
@@ -580,15 +630,16 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", num_tasks: int | N
     num_tasks = settings["eval_num_tasks"] if num_tasks is None else num_tasks
     num_steps = settings["eval_num_steps"] if num_steps is None else num_steps
     seed = settings["seed"] if seed is None else seed
-    _check_int("num_tasks", num_tasks, 1)
-    _check_int("num_steps", num_steps, 1)
-    _check_int("seed", seed, 0)
+    check_int_at_least("num_tasks", num_tasks, 1)
+    if num_steps is not None:
+        check_int_at_least("num_steps", num_steps, 1)
+    check_int_at_least("seed", seed, 0)
     _, _, eval_tasks_key, eval_key = run_keys(seed)
     task_params = run.family.sample(eval_tasks_key, num_tasks, split)
     summary = _Evaluator(run.learner, num_steps)(
         run.state, task_params, jax.random.fold_in(eval_key, run.iteration),
         iteration=run.iteration, algorithm=settings["algorithm"], family=settings["family"],
-        split=split, xlabel=run.learner.curve_xlabel)
+        split=split)
     json_path = run.run_dir / f"evaluation_{split}.json"
     png_path = run.run_dir / f"evaluation_{split}.png"
     if jax.process_index() == 0:

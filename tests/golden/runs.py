@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 FILES = ("metrics.csv", "eval.csv")
 
 _MAML = {"meta_batch_size": 2, "inner_episodes": 2, "horizon": 10, "eval_episodes": 2,
-         "hidden_sizes": [8, 8], "cg_iters": 3, "line_search_steps": 3, "ppo_epochs": 2}
+         "hidden_sizes": [8, 8], "cg_iters": 3, "line_search_steps": 3, "num_epochs": 2}
 _RL2 = {"meta_batch_size": 4, "num_minibatches": 2, "num_epochs": 2, "hidden_size": 8}
 
 # name -> (algorithm, config, family, family options)
@@ -40,11 +40,16 @@ def run(name: str, run_dir: Path) -> Path:
     """Train run ``name`` into ``run_dir`` (4 iterations, evaluated at 2 and 4)."""
     from metarl_jax.training import train
 
-    algorithm, config, family, options = RUNS[name]
-    train(algorithm, config, family, run_dir, family_options=options, seed=3,
-          num_iterations=4, eval_every=2, checkpoint_every=0, eval_num_tasks=3,
-          eval_num_steps=2, quiet=True)
+    train(*RUNS[name][:3], run_dir, **settings(name), num_iterations=4)
     return run_dir
+
+
+def settings(name: str) -> dict:
+    """The runner settings of run ``name`` (RL²'s evaluation plays its whole trial)."""
+    algorithm, _, _, options = RUNS[name]
+    return dict(family_options=options, seed=3, eval_every=2, checkpoint_every=0,
+                eval_num_tasks=3, eval_num_steps=2 if algorithm == "maml" else None,
+                quiet=True)
 
 
 def main(names=None) -> None:

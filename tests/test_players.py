@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metarl_jax.baselines import bandits, mdp
+from metarl_jax.players import bandits, mdp
 
 
 def _mean_and_error(x) -> tuple[float, float]:

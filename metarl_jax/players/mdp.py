@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarl_jax.baselines.bandits import sample_gamma
+from metarl_jax.players.bandits import sample_gamma
 from metarl_jax.envs.environment import require_positive
 
 # Prior of the RL² task distribution (Sec. 5.2): mean rewards ~ N(1, 1), unit reward noise.

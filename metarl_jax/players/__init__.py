@@ -11,7 +11,7 @@ and ``evaluate(name, instances, key, ...)``, which vmaps a named player over
 a batch of instances in one compiled call.
 """
 
-from metarl_jax.baselines import bandits, mdp
+from metarl_jax.players import bandits, mdp
 
 evaluate_bandit = bandits.evaluate
 evaluate_mdp = mdp.evaluate
