@@ -509,3 +509,51 @@ def test_evaluate_run_reproduces_the_final_evaluation(reference):
     assert ood["curves"]["toy"]["mean"][0] < summary["curves"]["toy"]["mean"][0]
     with pytest.raises(RunDirectoryError, match="not a run directory"):
         evaluate_run(reference.run_dir / "checkpoints", family=family)
+
+
+# -- budget, progress callback, checkpoint directory -----------------------------------
+
+
+def test_time_budget_stops_early_and_resumes_to_the_same_run(reference, tmp_path):
+    """A budget stops after the host call that reached it; the stop is evaluated and
+    checkpointed like the end, and resuming without a budget finishes the same run."""
+    # any host call takes longer than a nanosecond: the first one (2 iterations) uses it up
+    stopped = run_toy(tmp_path / "run", time_budget_s=1e-9, checkpoint_every=0, eval_every=0)
+    assert stopped.iteration == SETTINGS["iterations_per_call"]
+    assert stopped.adaptation_curve["iteration"] == stopped.iteration
+    assert read_csv(stopped.run_dir / "metrics.csv")["iteration"][-1] == stopped.iteration
+    again = run_toy(tmp_path / "run", time_budget_s=1e-9, checkpoint_every=0, eval_every=0,
+                    resume=True)  # the budget is the whole run's: nothing left to train
+    assert again.iteration == stopped.iteration
+    finished = run_toy(tmp_path / "run", checkpoint_every=0, eval_every=0, resume=True)
+    assert finished.iteration == SETTINGS["num_iterations"]
+    assert leaves_equal(finished.state, reference.state)
+    np.testing.assert_array_equal(read_csv(finished.run_dir / "metrics.csv")["outer_loss"],
+                                  read_csv(reference.run_dir / "metrics.csv")["outer_loss"])
+    with pytest.raises(ValueError, match="time_budget_s must be positive"):
+        run_toy(tmp_path / "bad", time_budget_s=0)
+
+
+def test_progress_fn_sees_every_iteration_and_each_evaluation(tmp_path):
+    calls = []
+    result = run_toy(tmp_path / "run", progress_fn=lambda i, m: calls.append((i, dict(m))))
+    assert [i for i, _ in calls] == list(range(1, SETTINGS["num_iterations"] + 1))
+    metrics = read_csv(result.run_dir / "metrics.csv")
+    for i, m in calls:
+        assert m["outer_loss"] == pytest.approx(metrics["outer_loss"][i - 1])
+        assert m["elapsed_s"] >= 0
+        evaluated = i % SETTINGS["eval_every"] == 0 or i == SETTINGS["num_iterations"]
+        assert any(k.startswith("eval/toy_") for k in m) == evaluated, (i, sorted(m))
+    with pytest.raises(TypeError, match="progress_fn must be callable"):
+        run_toy(tmp_path / "bad", progress_fn=3)
+
+
+def test_checkpoint_dir_outside_the_run_directory(reference, tmp_path):
+    from metarl_jax.training import load_run
+
+    result = run_toy(tmp_path / "run", checkpoint_dir=tmp_path / "elsewhere")
+    assert not (result.run_dir / "checkpoints").exists()
+    assert any((tmp_path / "elsewhere").iterdir())
+    loaded = load_run(result.run_dir, family=toy_family())
+    assert loaded.iteration == SETTINGS["num_iterations"]
+    assert leaves_equal(loaded.state, reference.state)

@@ -21,9 +21,10 @@ class AdaptationCurves(Mapping):
     """Per-task curves ``{name: [tasks, points]}`` over one x axis.
 
     ``curves`` holds the learner's own curve under ``learner`` and the
-    baselines' (pretrained, random initialisation, ...) under their names,
-    in a fixed order. It reads as a mapping (``curves["maml"]``, ``.items()``)
-    for code that predates the type.
+    baselines' (pretrained, random initialisation, ...) under their names.
+    It reads as a mapping (``curves["maml"]``, ``.items()``), the learner's
+    curve first and then the baselines by name (a pytree dict comes back
+    from ``jit`` with sorted keys, so no other order would survive).
     """
 
     curves: dict[str, jax.Array]
@@ -34,13 +35,13 @@ class AdaptationCurves(Mapping):
     @property
     def baselines(self) -> tuple[str, ...]:
         """Names of the curves other than the learner's own."""
-        return tuple(name for name in self.curves if name != self.learner)
+        return tuple(sorted(name for name in self.curves if name != self.learner))
 
     def __getitem__(self, name: str) -> jax.Array:
         return self.curves[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.curves)
+        return iter((self.learner,) + self.baselines)
 
     def __len__(self) -> int:
         return len(self.curves)

@@ -251,7 +251,7 @@ class _Evaluator:
                             "(metarl_jax.core.make_curves), got "
                             f"{type(curves).__name__}")
         curves = jax.device_get(curves)
-        return {**info, "xlabel": curves.xlabel, **summarize_curves(curves.curves, curves.x)}
+        return {**info, "xlabel": curves.xlabel, **summarize_curves(dict(curves.items()), curves.x)}
 
 
 # -- training -------------------------------------------------------------------------
