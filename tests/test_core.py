@@ -203,3 +203,17 @@ def test_renamed_maml_keys_still_load_with_a_warning():
     with pytest.raises(ConfigError, match="sets both 'ppo_clip' and its new name 'clip_eps'"):
         config_from_dict(maml.Config, {"ppo_clip": 0.1, "clip_eps": 0.2})
     assert dataclasses.asdict(config).keys() >= {"num_epochs", "clip_eps"}
+
+
+def test_every_learner_state_names_what_it_learns_params():
+    """``state.params`` is the learned parameters of MAML's and RL²'s states alike."""
+    from metarl_jax.algorithms import maml, rl2
+
+    nav = metarl_jax.make("navigation2d", max_steps_in_episode=4)
+    maml_state = maml.make(maml.Config(meta_batch_size=2, inner_episodes=2, horizon=4,
+                                       hidden_sizes=(4,)), nav).init(jax.random.PRNGKey(0))
+    assert maml_state.params is maml_state.meta_params
+    rl2_state = rl2.make(rl2.Config(meta_batch_size=2, hidden_size=4, num_minibatches=1,
+                                    trial_episodes=2), nav).init(jax.random.PRNGKey(0))
+    assert jax.tree.structure(rl2_state.params) is not None
+    assert "params" in {f.name for f in dataclasses.fields(rl2_state)}

@@ -129,6 +129,12 @@ class MAMLState:
     random_init_params: Any  # {"policy": params} of a fixed fresh initialisation (baseline)
     step: jax.Array
 
+    @property
+    def params(self) -> Any:
+        """``meta_params`` under the name every learner's state gives what it learns
+        (the checkpointed field keeps its name, so old checkpoints restore)."""
+        return self.meta_params
+
 
 class Learner(NamedTuple):
     """The learner contract (:mod:`metarl_jax.core.learner`), plus MAML's parts."""
