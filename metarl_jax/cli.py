@@ -56,6 +56,11 @@ def _train_default(name: str) -> Any:
     return inspect.signature(train).parameters[name].default
 
 
+def _default_text(name: str) -> str:
+    default = _train_default(name)
+    return "the learner's" if default is None else str(default)
+
+
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser that keeps the epilog's layout and reports errors in one line."""
 
@@ -109,7 +114,7 @@ def build_parser(train_algorithm: str | None = None) -> argparse.ArgumentParser:
                         "--set hidden_sizes=[64,64] (repeatable; applied after --config)")
     for flag, name, text in RUNNER_OPTIONS:
         p.add_argument(flag, type=int, default=None, dest=name, metavar="N",
-                       help=f"{text} (default: {_train_default(name)}; with --resume: the run's)")
+                       help=f"{text} (default: {_default_text(name)}; with --resume: the run's)")
     p.add_argument("--run-dir", metavar="DIR",
                    help="output directory (default: runs/<algo>-<family>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR",
