@@ -3,8 +3,12 @@
 Setting (``shared/REFERENCE.md``): goals ~ U[-0.5, 0.5]^2, horizon 100,
 policy 2x100 ReLU, inner step vanilla policy gradient on 20 trajectories,
 outer TRPO, meta-batch 20; evaluation on 40 held-out goals with 40
-trajectories per step and step sizes 0.1 then 0.05. Prints our curves beside
-the published ones and writes ``results/maml_navigation.{json,png}``.
+trajectories per step and step sizes 0.1 then 0.05. Trains with the
+library's training loop (``metarl_jax.training.runner.train``; the run
+directory goes to ``--run-dir``, default ``benchmarks/results/scratch/<stem>``),
+evaluates the trained state (``metarl_jax.training.adaptation``), prints our
+curves beside the published ones and writes ``results/maml_navigation.{json,png}``
+(other flags add to the stem, e.g. ``_seed1``).
 
 Actions are normalised as in the authors' code (``maml_examples/maml_trpo_point.py``
 wraps the env in rllab's ``normalize``): the policy acts in ``[-1, 1]^2``, the
@@ -15,19 +19,20 @@ meta-iterations (``n_itr=100``); the default here is 200.
 Evaluation step sizes: the fixed schedule (``--eval-lrs``, default 0.1 then
 0.05) and, beside it, a schedule chosen per curve and per step from
 ``--tune-lrs`` on 100 goals drawn from the train split, never the 40 test
-goals (``maml.select_eval_lrs``). The second step after a 0.1 step is very
-sensitive to its size (the first step shrinks the policy's std, so the same
-size moves the mean further); the pretrained and random baselines get the
-same tuning, so the comparison stays fair.
+goals (``maml.select_eval_lrs``); the pretrained and random baselines get the
+same tuning.
 
-Usage: ``python benchmarks/maml_navigation.py [--iterations 200] [--raw-actions] [--quick]``.
+Usage: ``python benchmarks/maml_navigation.py [--iterations 200] [--raw-actions] [--quick]
+[--run-dir DIR]``. Why these settings, and every run so far: ``docs/notes/maml.md``.
 """
 
 import argparse
-
-from maml_adaptation import train_and_evaluate, write
+import os
 
 from metarl_jax.algorithms import maml
+from metarl_jax.training.adaptation import train_and_evaluate, write
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 PUBLISHED = {
     "maml": [-40.41, -11.68, -3.33, -3.23],
@@ -38,7 +43,7 @@ PUBLISHED = {
 TUNE_CANDIDATES = (0.5, 0.3, 0.2, 0.1, 0.075, 0.05, 0.0375, 0.025, 0.0125, 0.00625)
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--raw-actions", action="store_true",
@@ -57,16 +62,17 @@ def main():
                              "size per step, chosen on 100 train-split goals (not the test goals)")
     parser.add_argument("--no-tune", action="store_true", help="only the fixed --eval-lrs")
     parser.add_argument("--quick", action="store_true", help="20 iterations, smoke test")
-    args = parser.parse_args()
-    config = maml.Config(
-        meta_batch_size=args.meta_batch_size, inner_episodes=20, horizon=100,
-        num_inner_steps=1, inner_lr=args.inner_lr, hidden_sizes=(100, 100), activation="relu",
-        outer_optimizer="trpo", eval_episodes=40, eval_inner_lrs=args.eval_lrs)
+    parser.add_argument("--run-dir", default=None,
+                        help="the training run's directory (default: "
+                             "benchmarks/results/scratch/<stem>, replaced on every run); "
+                             "a --run-dir that holds a run is continued")
+    return parser.parse_args(argv)
+
+
+def stem_of(args: argparse.Namespace) -> str:
+    """The results file's name: ``maml_navigation`` plus the flags that differ from the
+    defaults (``_quick`` for a smoke test, so it never replaces a real result)."""
     iterations = 20 if args.quick else args.iterations
-    result = train_and_evaluate("navigation2d", config, iterations, eval_tasks=40,
-                                eval_steps=3, seed=args.seed,
-                                tune_lrs=None if args.no_tune else args.tune_lrs,
-                                family_options={"normalized_actions": not args.raw_actions})
     stem = "maml_navigation"
     if args.inner_lr != 0.1:
         stem += f"_lr{args.inner_lr:g}"
@@ -76,10 +82,35 @@ def main():
         stem += f"_it{iterations}"
     if args.seed != 0:
         stem += f"_seed{args.seed}"
-    write(result, stem, PUBLISHED,
+    if args.quick:
+        stem += "_quick"
+    return stem
+
+
+def config_of(args: argparse.Namespace) -> maml.Config:
+    """The paper's setting, with the flags' meta-batch, training and evaluation step sizes."""
+    return maml.Config(
+        meta_batch_size=args.meta_batch_size, inner_episodes=20, horizon=100,
+        num_inner_steps=1, inner_lr=args.inner_lr, hidden_sizes=(100, 100), activation="relu",
+        outer_optimizer="trpo", eval_episodes=40, eval_inner_lrs=args.eval_lrs)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    iterations = 20 if args.quick else args.iterations
+    stem = stem_of(args)
+    run_dir = args.run_dir or os.path.join(RESULTS, "scratch", stem)
+    resume = args.run_dir is not None and os.path.isfile(os.path.join(run_dir, "config.json"))
+    result = train_and_evaluate("navigation2d", config_of(args), iterations, eval_tasks=40,
+                                eval_steps=3, seed=args.seed,
+                                tune_lrs=None if args.no_tune else args.tune_lrs,
+                                family_options={"normalized_actions": not args.raw_actions},
+                                run_dir=run_dir, resume=resume)
+    write(result, RESULTS, stem, PUBLISHED,
           f"MAML 2D navigation, 40 held-out goals (inner lr {args.inner_lr:g}, "
-          f"eval lrs {', '.join(f'{x:g}' for x in args.eval_lrs)}, meta-batch {args.meta_batch_size}, "
-          f"seed {args.seed})")
+          f"eval lrs {', '.join(f'{x:g}' for x in args.eval_lrs)}, "
+          f"meta-batch {args.meta_batch_size}, seed {args.seed})")
+    return result
 
 
 if __name__ == "__main__":
