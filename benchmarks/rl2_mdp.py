@@ -4,13 +4,16 @@ Duan et al. 2016 (arXiv:1611.02779), Sec. 5.2 / Table 2: ``|S| = 10``,
 ``|A| = 5``, episodes of ``T = 10`` steps starting in state 0, mean rewards
 ``N(1, 1)`` with ``N(0, 1)`` noise per step, flat-Dirichlet transitions; a
 trial is ``n`` episodes of one MDP; total reward over 1,000 MDPs. For every
-``n`` this script draws 1,000 held-out MDPs from the family's *test* split,
-plays our baselines (``metarl_jax.players.mdp`` with the hyperparameters
-``benchmarks/baselines_tables.py`` tuned per cell, defaults where it has not
-run; UCRL2 is not implemented) and the known-MDP optimum on exactly those MDPs,
-meta-trains RL² on the *train* split and plays it on the same MDPs, and
-prints the published row beside ours (mean ± one standard error), RL²'s
-paired difference to PSRL, training wall time and env steps/s.
+``n`` this script draws ``--instances`` held-out MDPs from the family's *test*
+split, plays our reference players (``metarl_jax.players.mdp`` with the
+hyperparameters ``benchmarks/baselines_tables.py`` tuned per cell, defaults
+where it has not run; UCRL2 is not implemented) and the known-MDP optimum on
+exactly those MDPs, meta-trains RL² on the *train* split with the library's
+training loop (``metarl_jax.training.runner.train``, one run directory per
+cell; ``--minutes``, ``--run-dir``, ``--checkpoint-dir`` and ``--set`` as in
+``metarl_jax.training.tables``) and plays it on the same MDPs, and prints the
+published row beside ours (mean ± one standard error), RL²'s paired
+difference to PSRL, training time and env steps/s.
 
 ``--cartpole`` instead meta-trains RL² on the ``cartpole`` family (pole
 length and mass, cart mass and push force vary, and with
@@ -20,9 +23,8 @@ on held-out variants: later episodes should beat the first.
 ``--cartpole-fixed-direction`` keeps every actuator the right way round (a
 policy then balances every variant from the first episode on).
 
-Timing as in ``rl2_bandits.py`` (whose training loop this script shares).
 Results are merged into ``benchmarks/results/rl2_mdp.json`` /
-``rl2_cartpole.json``.
+``rl2_mdp_transformer.json`` / ``rl2_cartpole.json``.
 
 Usage::
 
@@ -32,39 +34,43 @@ Usage::
         --checkpoint-dir ckpt   # rerun to continue; --minutes counts the whole run
     python benchmarks/rl2_mdp.py --quick
     python benchmarks/rl2_mdp.py --cartpole [--minutes 10]
+
+The settings and every run so far, with what was and was not adopted:
+``docs/notes/rl2_mdp.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
-import sys
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rl2_bandits import (add_training_arguments, apply_overrides, run_cells,  # noqa: E402
-                         save_results, train_and_play, train_rl2, tuned_hyperparameters)
-from rl2_tables import (MACHINE, MDP_COLUMNS, MDP_EPISODE_LENGTH, MDP_HEADERS,  # noqa: E402
-                        MDP_PLAYERS, MDP_PUBLISHED, format_mean_se, mean_and_se, published_row,
-                        side_by_side_markdown)
+import metarl_jax
+from metarl_jax.algorithms import rl2
+from metarl_jax.players import mdp as mdp_players
+from metarl_jax.players.published import (MDP_COLUMNS, MDP_EPISODE_LENGTH, MDP_HEADERS,
+                                          MDP_PLAYERS, MDP_PUBLISHED, published_row)
+from metarl_jax.training.logging import read_csv
+from metarl_jax.training.report import (format_mean_se, machine_description, mean_and_se,
+                                        side_by_side_markdown, update_json)
+from metarl_jax.training.tables import (add_training_arguments, apply_overrides,
+                                        default_scratch, rl2_evaluator, run_cells, train_cell,
+                                        tuned_hyperparameters)
 
-import metarl_jax  # noqa: E402
-from metarl_jax.algorithms import rl2  # noqa: E402
-from metarl_jax.players import mdp as mdp_baselines  # noqa: E402
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+TUNED_BASELINES = os.path.join(RESULTS, "baselines_tables.json")
+CARTPOLE_PROGRESS_TASKS = 200  # test variants of the per-episode curve during training
 
 
 def rl2_config(num_episodes: int, quick: bool, memory: str = "gru") -> rl2.Config:
-    """RL² settings: GRU 128 (GRU 256 with lr 1e-3 gave 123.0 at n=10 after 30 minutes,
-    GRU 128 with lr 2e-3 125.3 after 12), rewards scaled by 0.1 so the shared GRU's value
-    loss is O(1), BPTT through the whole trial at every n (100-step truncation did not
-    learn at all at n=25: it cuts the gradient to the memory that spans episodes)."""
+    """RL² settings: GRU 128 on 256 trials, rewards scaled by 0.1 for learning, BPTT
+    through the whole trial at every n; ``memory="transformer"``: 2 layers of width 64
+    with 4 heads whose tokens carry the whole last transition (``previous_obs_input``).
+    ``quick``: 128 trials. Why: ``docs/notes/rl2_mdp.md``."""
     if memory == "transformer":
-        # attention over the trial: each token is the whole last transition (s, a, r) and
-        # the current state, so one head can look up earlier visits to this state
         return rl2.Config(trial_episodes=num_episodes, meta_batch_size=128 if quick else 256,
                           memory="transformer", hidden_size=64, num_layers=2, num_heads=4,
                           previous_obs_input=True, learning_rate=1e-3, gamma=0.99,
@@ -78,31 +84,42 @@ def rl2_config(num_episodes: int, quick: bool, memory: str = "gru") -> rl2.Confi
                       entropy_coef=0.01)
 
 
+def cartpole_config() -> rl2.Config:
+    """RL² on CartPole variants: GRU 64, 64 trials, 50-step truncated BPTT."""
+    return rl2.Config(trial_episodes=3, meta_batch_size=64, hidden_size=64, bptt_length=50,
+                      learning_rate=1e-3, gamma=0.99, gae_lambda=0.95, reward_scale=0.1,
+                      entropy_coef=0.003)
+
+
 def run_cell(num_episodes: int, args) -> dict:
+    """One row of Table 2: the players and RL² on the same held-out MDPs."""
     family = metarl_jax.make("tabular-mdp", episode_length=MDP_EPISODE_LENGTH)
     tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
     baseline_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
-    hyperparameters = tuned_hyperparameters("mdps", n=num_episodes)
+    hyperparameters = tuned_hyperparameters(TUNED_BASELINES, "mdps", n=num_episodes)
     totals = {}
     for name, sub in zip(MDP_PLAYERS, jax.random.split(baseline_key, len(MDP_PLAYERS))):
-        totals[name] = np.asarray(mdp_baselines.evaluate(
+        totals[name] = np.asarray(mdp_players.evaluate(
             name, tasks, sub, num_episodes=num_episodes, episode_length=MDP_EPISODE_LENGTH,
             **hyperparameters.get(name, {})))
     config = apply_overrides(rl2_config(num_episodes, args.quick, args.memory), args.overrides)
-    _, curve, record = train_and_play(f"n={num_episodes}", config, family, tasks, eval_key, args)
-    totals["rl2"] = np.asarray(curve.sum(axis=1))
+    trained, record = train_cell(f"n={num_episodes}", config, "tabular-mdp",
+                                 {"episode_length": MDP_EPISODE_LENGTH}, args, args.scratch)
+    curve = rl2_evaluator(config, family)(trained.state, tasks, eval_key)
+    totals["rl2"] = curve.sum(axis=1)
     return {
         "n": num_episodes, "instances": args.instances,
         "published": published_row(MDP_COLUMNS, MDP_PUBLISHED[num_episodes]),
         "baseline_hyperparameters": hyperparameters,
         "ours": {name: mean_and_se(x) for name, x in totals.items()},
         "rl2_minus_psrl": mean_and_se(totals["rl2"] - totals["psrl"]),
-        "rl2_per_episode_mean": [float(v) for v in np.asarray(curve).mean(axis=0)],
+        "rl2_per_episode_mean": [float(v) for v in curve.mean(axis=0)],
         **record, "quick": args.quick,
     }
 
 
 def markdown(cells: dict) -> str:
+    """Table 2's rows, published beside ours."""
     def extra(cell):
         return [format_mean_se(cell["ours"]["known_mdp_optimum"], 1),
                 format_mean_se(cell["rl2_minus_psrl"], 1, signed=True)]
@@ -117,51 +134,47 @@ def markdown(cells: dict) -> str:
 def run_cartpole(args) -> dict:
     """RL² on CartPole variants: return of each episode of a trial on held-out variants.
 
-    The per-episode curve is also recorded every 10 iterations during
-    training (on 200 test variants), since a trained policy may balance every
-    variant from the first episode on, leaving nothing to adapt; at the end it
-    is measured on ``--instances`` test and out-of-distribution variants.
+    The runner also evaluates the per-episode curve every 10 iterations during
+    training (on 200 test variants; the run's ``eval.csv``), since a trained
+    policy may balance every variant from the first episode on, leaving
+    nothing to adapt; at the end it is measured on ``--instances`` test and
+    out-of-distribution variants.
     """
-    family = metarl_jax.make("cartpole", max_steps_in_episode=args.cartpole_horizon,
-                             random_push_direction=not args.cartpole_fixed_direction)
-    config = rl2.Config(trial_episodes=args.cartpole_episodes, meta_batch_size=64,
-                        hidden_size=64, bptt_length=50, learning_rate=1e-3,
-                        gamma=0.99, gae_lambda=0.95, reward_scale=0.1, entropy_coef=0.003)
-    progress_tasks = family.sample(jax.random.PRNGKey(args.seed + 3), 200, "test")
-    evaluate = jax.jit(rl2.make(config, family).evaluate)
-    during_training = []
-
-    def on_progress(iteration, state):
-        curve = evaluate(state, progress_tasks, jax.random.PRNGKey(iteration))["rl2"]
-        during_training.append({"iteration": iteration,
-                                "per_episode_mean": np.asarray(curve.mean(0)).tolist()})
-
-    print(f"cartpole: training RL² ({config})", flush=True)
-    learner, state, compile_s, train_s, iterations, env_steps = train_rl2(
-        config, family, args.iterations, args.minutes, args.seed, on_progress)
+    options = {"max_steps_in_episode": args.cartpole_horizon,
+               "random_push_direction": not args.cartpole_fixed_direction}
+    family = metarl_jax.make("cartpole", **options)
+    config = apply_overrides(cartpole_config(), [f"trial_episodes={args.cartpole_episodes}"]
+                             + list(args.overrides))
+    trained, record = train_cell("cartpole", config, "cartpole", options, args, args.scratch,
+                                 eval_every=10, eval_num_tasks=CARTPOLE_PROGRESS_TASKS)
+    eval_columns = read_csv(trained.run.run_dir / "eval.csv")
+    episodes = range(1, config.trial_episodes + 1)
+    during_training = [
+        {"iteration": int(iteration),
+         "per_episode_mean": [float(eval_columns[f"rl2_{e}_mean"][i]) for e in episodes]}
+        for i, iteration in enumerate(eval_columns["iteration"])]
     result = {"family": "cartpole", "horizon": args.cartpole_horizon,
               "random_push_direction": not args.cartpole_fixed_direction,
               "instances": args.instances}
+    play = rl2_evaluator(config, family)
     for split in ("test", "ood"):
         tasks = family.sample(jax.random.PRNGKey(args.seed), args.instances, split)
-        curve = np.asarray(evaluate(state, tasks, jax.random.PRNGKey(7))["rl2"])
+        curve = play(trained.state, tasks, jax.random.PRNGKey(7))
         result[split] = {
             "per_episode": [mean_and_se(curve[:, i]) for i in range(curve.shape[1])],
             "last_minus_first": mean_and_se(curve[:, -1] - curve[:, 0]),
         }
-    return {
-        **result, "during_training": during_training,
-        "rl2_config": dataclasses.asdict(config), "iterations": iterations,
-        "compile_s": compile_s, "train_s": train_s, "env_steps": env_steps,
-        "env_steps_per_s": env_steps / train_s,
-    }
+    return {**result, "during_training": during_training, **record,
+            "machine": machine_description()}
 
 
 def cartpole_markdown(result: dict) -> str:
+    """The per-episode returns of a trial, held out and during training."""
     num_episodes = len(result["test"]["per_episode"])
     episodes = " | ".join(f"ep {i + 1}" for i in range(num_episodes))
     lines = [
-        f"Machine: {MACHINE}. RL² on {result['instances']} held-out CartPole variants per "
+        f"Machine: {result.get('machine') or machine_description()}. RL² on "
+        f"{result['instances']} held-out CartPole variants per "
         f"split (horizon {result['horizon']}"
         f"{', push direction random' if result.get('random_push_direction') else ''}), "
         f"return per episode of a trial ± one standard "
@@ -172,7 +185,8 @@ def cartpole_markdown(result: dict) -> str:
         values = " | ".join(format_mean_se(e, 1) for e in result[split]["per_episode"])
         diff = format_mean_se(result[split]["last_minus_first"], 1, signed=True)
         lines.append(f"| {split} | {values} | {diff} |")
-    lines += ["", "During training (200 test variants, mean return per episode):", "",
+    lines += ["", f"During training ({CARTPOLE_PROGRESS_TASKS} test variants, mean return "
+              "per episode):", "",
               f"| iteration | {episodes} |", "|---|" + "---|" * num_episodes]
     rows = result["during_training"]
     for row in rows:
@@ -183,7 +197,7 @@ def cartpole_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, nargs="+", default=[10],
                         help="n of Table 2 (episodes per trial): 10 25 50 75 100")
@@ -200,27 +214,33 @@ def main():
     parser.add_argument("--out", default=None, help="default: benchmarks/results/rl2_mdp.json "
                         "(rl2_mdp_transformer.json with --memory transformer, "
                         "rl2_mdp_quick.json with --quick, rl2_cartpole.json with --cartpole)")
-    args = parser.parse_args()
-    results_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    args = parser.parse_args(argv)
     if args.cartpole:
-        if args.checkpoint_dir is not None:
-            parser.error("--checkpoint-dir is for the Table 2 cells, not --cartpole")
-        out = args.out or os.path.join(results_dir, "rl2_cartpole.json")
+        args.out = args.out or os.path.join(RESULTS, "rl2_cartpole.json")
+    else:
+        if args.quick:
+            args.episodes, args.iterations = [10], min(args.iterations, 40)
+        for n in args.episodes:
+            if n not in MDP_PUBLISHED:
+                parser.error(f"--episodes: {n} is not a row of Table 2 "
+                             f"({sorted(MDP_PUBLISHED)})")
+        stem = "rl2_mdp" + ("_transformer" if args.memory == "transformer" else "")
+        args.out = args.out or os.path.join(RESULTS, stem + ("_quick.json" if args.quick
+                                                             else ".json"))
+    args.scratch = default_scratch(RESULTS, args.out)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.cartpole:
         result = run_cartpole(args)
         key = "cartpole" if args.cartpole_fixed_direction else "cartpole_random_push_direction"
-        save_results(out, {key: result})
+        update_json(args.out, {key: result})
         print(cartpole_markdown(result), flush=True)
-        return
-    if args.quick:
-        args.episodes, args.iterations = [10], min(args.iterations, 40)
-    stem = "rl2_mdp" + ("_transformer" if args.memory == "transformer" else "")
-    out = args.out or os.path.join(results_dir, stem + ("_quick.json" if args.quick
-                                                        else ".json"))
-    for n in args.episodes:
-        if n not in MDP_PUBLISHED:
-            parser.error(f"--episodes: {n} is not a row of Table 2 ({sorted(MDP_PUBLISHED)})")
-    run_cells(out, [(str(n), functools.partial(run_cell, n, args)) for n in args.episodes],
-              markdown)
+        return result
+    return run_cells(args.out, [(str(n), functools.partial(run_cell, n, args))
+                                for n in args.episodes], markdown)
 
 
 if __name__ == "__main__":

@@ -658,40 +658,49 @@ def test_imitation_teacher_targets_follow_the_posterior_mean(stepwise):
 
 
 def _benchmark_module(name):
-    """Import ``benchmarks/<name>.py`` (it imports its sibling ``rl2_tables``)."""
+    """Import ``benchmarks/<name>.py`` as a module (the scripts import only the library)."""
     import importlib.util
-    directory = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                             "benchmarks")
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(directory, name + ".py"))
+    module_name = f"benchmarks_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks",
+                        name + ".py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses in the script resolve their annotations
     spec.loader.exec_module(module)
     return module
 
 
 def test_benchmark_training_resumes_exactly_from_its_checkpoint(tmp_path, capsys):
-    """The RL² table scripts' ``--checkpoint-dir``: a run stopped by its budget after 10
-    iterations and continued equals one uninterrupted run bit for bit, with the training
-    time and env steps carried over; a checkpoint of another run raises, naming the field."""
+    """The RL² table scripts' training (``train_rl2``, the runner underneath, as with
+    ``--checkpoint-dir``): a run stopped by its budget after its first iteration and
+    resumed equals one uninterrupted run bit for bit, with the training time and env steps
+    carried over; resuming with another config or seed raises, naming the field."""
+    from metarl_jax.training import RunDirectoryError
+
     bench = _benchmark_module("rl2_bandits")
     family = metarl_jax.make("bandit-bernoulli", arms=2)
     config = tiny_config(trial_episodes=5)
-    _, straight, _, _, done, steps = bench.train_rl2(config, family, 20, 1e6, seed=3)
-    assert done == 20
-    directory = str(tmp_path / "cell")
-    _, first, _, first_s, done, _ = bench.train_rl2(config, family, 20, 0.0, seed=3,
-                                                    checkpoint_dir=directory, label="n=5")
-    assert done == 10  # the zero budget stops it at the first check
-    _, resumed, _, total_s, done, resumed_steps = bench.train_rl2(
-        config, family, 20, 1e6, seed=3, checkpoint_dir=directory, label="n=5")
-    assert "resumed from iteration 10" in capsys.readouterr().out
-    assert done == 20 and resumed_steps == steps and total_s > first_s
-    chex.assert_trees_all_equal(resumed.params, straight.params)
-    assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), first.params,
-                                         straight.params))
-    with pytest.raises(ValueError, match=r"rl2_config\.learning_rate: 0\.001 \(checkpoint\) vs 0\.002 \(requested\)$"):
-        bench.train_rl2(dataclasses.replace(config, learning_rate=2e-3), family, 20, 1e6, seed=3,
-                        checkpoint_dir=directory, label="n=5")
-    with pytest.raises(ValueError, match=r"label: 'n=5' \(checkpoint\) vs 'n=6' \(requested\)"):
-        bench.train_rl2(config, family, 20, 1e6, seed=3, checkpoint_dir=directory, label="n=6")
+    straight = bench.train_rl2(config, family, 20, 1e6, seed=3, run_dir=tmp_path / "straight",
+                               log=None)
+    assert straight.iterations == 20 and straight.resumed_from == 0
+    directory = tmp_path / "cell"
+    first = bench.train_rl2(config, family, 20, 1e-9, seed=3, run_dir=directory,
+                            checkpoint_every=10)
+    assert first.iterations == 1  # the tiny budget stops it after its first iteration
+    resumed = bench.train_rl2(config, family, 20, 1e6, seed=3, run_dir=directory, resume=True,
+                              checkpoint_every=10)
+    assert "resumed from iteration 1" in capsys.readouterr().out
+    assert resumed.iterations == 20 and resumed.resumed_from == 1
+    assert resumed.env_steps == straight.env_steps and resumed.train_s > first.train_s
+    chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
+    assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), first.state.params,
+                                         straight.state.params))
+    with pytest.raises(RunDirectoryError, match=r"algorithm_config\.learning_rate: 0\.001 "
+                                                r"\(checkpoint\) vs 0\.002 \(requested\)$"):
+        bench.train_rl2(dataclasses.replace(config, learning_rate=2e-3), family, 20, 1e6,
+                        seed=3, run_dir=directory, resume=True, log=None)
+    with pytest.raises(RunDirectoryError, match=r"seed: 3 \(checkpoint\) vs 4 \(requested\)"):
+        bench.train_rl2(config, family, 20, 1e6, seed=4, run_dir=directory, resume=True,
+                        log=None)
