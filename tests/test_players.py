@@ -1,7 +1,9 @@
 """RL² reference players (Duan et al. 2016, Tables 1 and 2): exact values, statistics, errors.
 
-Compiles are the expensive part on a 2-core CPU, so each module-scoped
-fixture jits several players into one program and the tests share it.
+Every player is a trial policy played on the real bandit / MDP env by the
+shared rollout engine, on tasks drawn from the task families. Compiles are the
+expensive part on a 2-core CPU, so each module-scoped fixture jits several
+players into one program and the tests share it.
 """
 
 import functools
@@ -14,7 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import metarl_jax
+from metarl_jax.core.rollout import run_trial
+from metarl_jax.envs.bandit import BernoulliBanditParams
+from metarl_jax.envs.tabular_mdp import TabularMDPParams
+from metarl_jax.nn.spaces import ActionSpec
 from metarl_jax.players import bandits, mdp
+from metarl_jax.players.policy import any_in_batch, greedy_distribution
 
 
 def _mean_and_error(x) -> tuple[float, float]:
@@ -191,6 +199,12 @@ def test_evaluate_sweeps_epsilon_without_recompiling(monkeypatch):
         for epsilon in (0.0, 0.3, 1.0)
     }
     chex.assert_shape(totals[1.0], (400,))
+    # the family's params and their arm_means array are the same tasks (no second trace)
+    assert isinstance(arm_means, BernoulliBanditParams)
+    np.testing.assert_array_equal(
+        bandits.evaluate("epsilon_greedy", arm_means.arm_means, key, num_pulls=6, epsilon=0.3),
+        totals[0.3],
+    )
     # epsilon = 1 is uniformly random play: 6 pulls of a U[0, 1] arm
     mean, error = _mean_and_error(totals[1.0])
     assert abs(mean - 3.0) < 4 * error
@@ -219,7 +233,7 @@ def _brute_force_gittins(a: int, b: int, discount: float, depth: int = 150) -> f
         return p + discount * (p * value(a + 1, b, 1) + (1 - p) * value(a, b + 1, 1)) - retire
 
     low, high = 0.0, 1.0
-    for _ in range(40):
+    for _ in range(24):  # to 6e-8, far inside the 2e-4 the table is checked to
         mid = (low + high) / 2
         low, high = (mid, high) if advantage(mid) > 0 else (low, mid)
     return (low + high) / 2
@@ -261,7 +275,47 @@ def test_sample_gamma_moments():
 
 
 # ----------------------------------------------------------------------------
+# The players' policy pieces: sampled action distribution, instances from the families
+
+
+def test_greedy_distribution_is_uniform_on_ties_and_mixes_epsilon():
+    scores = jnp.array([1.0, 3.0, 3.0, 2.0], jnp.float32)
+    probs = jax.jit(lambda s: [jnp.exp(greedy_distribution(s, e).log_probs)
+                               for e in (None, 0.2, 0.0)])(scores)  # one compile
+    np.testing.assert_allclose(probs[0], [0.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(probs[1], [0.05, 0.45, 0.45, 0.05], rtol=1e-6)
+    np.testing.assert_allclose(probs[2], [0.0, 0.5, 0.5, 0.0])
+
+
+def test_any_in_batch_keeps_planning_a_branch_and_exact():
+    flags = jnp.array([True, False, True])
+    assert bool(any_in_batch(jnp.array(False))) is False  # unbatched: the flag itself
+    # under vmap: one unbatched flag, so cond stays a branch; the where keeps it per member
+    out = jax.vmap(lambda f: jax.lax.cond(any_in_batch(f), lambda: jnp.where(f, 1, 2),
+                                          lambda: 3))(flags)
+    np.testing.assert_array_equal(out, [1, 2, 1])
+    np.testing.assert_array_equal(
+        jax.vmap(lambda f: jax.lax.cond(any_in_batch(f), lambda: 1, lambda: 3))(~jnp.ones(3, bool)),
+        [3, 3, 3])
+
+
+# ----------------------------------------------------------------------------
 # Tabular MDPs: value iteration against enumeration of all policies
+
+
+# Sampling compiles every operation per shape (about 1-2 s each): the tests share a few shapes.
+
+
+@pytest.fixture(scope="module")
+def rl2_mdps():
+    """4000 RL² MDPs (S=10, A=5, T=10) from the family's test split."""
+    return mdp.sample_instances(jax.random.PRNGKey(6), 4000)
+
+
+@pytest.fixture(scope="module")
+def small_mdps():
+    """8 MDPs with S=3, A=2 from the family's test split."""
+    return mdp.sample_instances(jax.random.PRNGKey(9), 8, 3, 2)
 
 
 def _evaluate_policy_exactly(transitions, rewards, policy):
@@ -276,10 +330,10 @@ def _evaluate_policy_exactly(transitions, rewards, policy):
     return total
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_value_iteration_matches_enumerated_policies(seed):
-    num_states, num_actions, horizon = 2, 2, 3
-    instance = mdp.sample_instances(jax.random.PRNGKey(seed), 1, num_states, num_actions)
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_value_iteration_matches_enumerated_policies(small_mdps, index):
+    num_states, num_actions, horizon = 3, 2, 3  # 2**9 deterministic non-stationary policies
+    instance = jax.tree.map(lambda x: x[index : index + 1], small_mdps)
     transitions = np.asarray(instance.transitions[0], np.float64)
     rewards = np.asarray(instance.mean_rewards[0], np.float64)
     best = max(
@@ -297,9 +351,9 @@ def test_value_iteration_matches_enumerated_policies(seed):
     )
 
 
-def test_known_mdp_optimum_is_about_21_8_per_episode():
+def test_known_mdp_optimum_is_about_21_8_per_episode(rl2_mdps):
     # 4000 RL² MDPs (S=10, A=5, T=10); the published 21.8 is rounded to 0.1
-    instances = mdp.sample_instances(jax.random.PRNGKey(6), 4000)
+    instances = rl2_mdps
     values = mdp.optimal_value(instances, episode_length=10)
     chex.assert_shape(values, (4000,))
     mean, error = _mean_and_error(values)
@@ -314,8 +368,8 @@ MDP_EPISODES = 10
 
 
 @pytest.fixture(scope="module")
-def mdp_returns():
-    instances = mdp.sample_instances(jax.random.PRNGKey(7), MDP_INSTANCES)
+def mdp_returns(rl2_mdps):
+    instances = jax.tree.map(lambda x: x[-MDP_INSTANCES:], rl2_mdps)
     players = {
         "random": mdp.random_policy,
         "greedy": mdp.greedy,
@@ -329,8 +383,7 @@ def mdp_returns():
 
     @jax.jit
     def play(instances, keys):  # -> dict of [instances, episodes]
-        def one(instance, key):
-            keys = jax.random.split(key, len(players))
+        def one(instance, keys):
             return {
                 name: player(instance, k, num_episodes=MDP_EPISODES, per_episode=True)
                 for (name, player), k in zip(players.items(), keys)
@@ -338,8 +391,10 @@ def mdp_returns():
 
         return jax.vmap(one)(instances, keys)
 
-    returns = play(instances, jax.random.split(jax.random.PRNGKey(8), MDP_INSTANCES))
-    return instances, returns
+    keys = jax.vmap(lambda k: jax.random.split(k, len(players)))(
+        jax.random.split(jax.random.PRNGKey(8), MDP_INSTANCES))  # [instances, players]
+    returns = play(instances, keys)
+    return instances, returns, dict(zip(players, jnp.swapaxes(keys, 0, 1)))
 
 
 @pytest.mark.parametrize(
@@ -347,7 +402,7 @@ def mdp_returns():
              "known_mdp_optimum"]
 )
 def test_mdp_players_beat_random(mdp_returns, name):
-    _, returns = mdp_returns
+    _, returns, _ = mdp_returns
     chex.assert_shape(returns[name], (MDP_INSTANCES, MDP_EPISODES))
     random_total = np.asarray(returns["random"]).sum(-1)
     mean, error = _mean_and_error(random_total)
@@ -365,15 +420,52 @@ def test_mdp_learners_improve_over_the_trial(mdp_returns, name):
 
 
 def test_simulated_known_optimum_matches_value_iteration(mdp_returns):
-    instances, returns = mdp_returns
+    instances, returns, _ = mdp_returns
     exact = np.asarray(mdp.optimal_value(instances))  # [instances]
     per_episode = np.asarray(returns["known_mdp_optimum"]).mean(-1)
     difference, error = _mean_and_error(per_episode - exact)  # paired: noise only
     assert abs(difference) < 4 * error
 
 
-def test_mdp_evaluate_returns_per_episode_returns():
-    instances = mdp.sample_instances(jax.random.PRNGKey(9), 8, 3, 2)
+def test_psrl_alone_on_the_engine_counts_what_it_is_shown_and_matches_the_batch(mdp_returns):
+    # PSRL on one MDP of the fixture, through run_trial itself (not vmapped) in chunks of one
+    # step, so that the policy state entering every step is recorded
+    instances, returns, keys = mdp_returns
+    task = jax.tree.map(lambda x: x[0], instances)
+    key_policy, key_trial = jax.random.split(keys["psrl"][0])  # as the player splits it
+    policy = mdp.psrl.policy(task, key_policy)
+    env = metarl_jax.make("tabular-mdp").env
+    num_states, num_actions, horizon = 10, 5, 10
+    trial = jax.jit(functools.partial(
+        run_trial, env, policy.step, policy.init_state, policy.params, task,
+        num_episodes=MDP_EPISODES, horizon=horizon, action_spec=ActionSpec(True, num_actions),
+        inputs=policy.inputs, chunk_length=1))(key_trial)
+    # the batch (vmapped, planning once per episode for all instances through any_in_batch)
+    # played this instance exactly as alone; a different action would move a return by O(1)
+    reward = np.asarray(trial.reward[:, 0])  # [steps]
+    np.testing.assert_allclose(reward.reshape(MDP_EPISODES, horizon).sum(-1),
+                               returns["psrl"][0], rtol=1e-5, atol=1e-4)
+    # each step counts the step before it from its inputs: the state entering the last step
+    # holds all but the last two steps; an episode's last transition ends in the reset and
+    # is not seen
+    state = np.asarray(trial.inputs[:, 0, :num_states]).argmax(-1)
+    action, done = np.asarray(trial.action[:, 0]), np.asarray(trial.done[:, 0])
+    counts = np.zeros((num_states, num_actions, num_states))
+    sums = np.zeros((num_states, num_actions))
+    steps = MDP_EPISODES * horizon
+    for t in range(steps - 2):
+        sums[state[t], action[t]] += reward[t]
+        if not done[t]:
+            counts[state[t], action[t], state[t + 1]] += 1
+    last = jax.tree.map(lambda x: x[-1], trial.chunk_state)
+    np.testing.assert_array_equal(last.statistics.transition_counts, counts)
+    np.testing.assert_allclose(last.statistics.reward_sums, sums, rtol=1e-5, atol=1e-5)
+    assert counts.sum() == MDP_EPISODES * (horizon - 1) - 1
+    np.testing.assert_array_equal(last.h, (steps - 2) % horizon)  # step h of its episode
+
+
+def test_mdp_evaluate_returns_per_episode_returns(small_mdps):
+    instances = small_mdps
     key = jax.random.PRNGKey(10)
     per_episode = mdp.evaluate(
         "random", instances, key, num_episodes=3, episode_length=4, per_episode=True
@@ -383,6 +475,18 @@ def test_mdp_evaluate_returns_per_episode_returns():
     # random play earns about 1 per step: 12 per trial of 3 episodes of 4 steps
     mean, error = _mean_and_error(per_episode.sum(-1))
     assert abs(mean - 12.0) < 4 * error
+
+
+def test_instances_come_from_the_families(small_mdps):
+    key = jax.random.PRNGKey(3)  # the bandits of test_evaluate_sweeps_epsilon_without_recompiling
+    family = metarl_jax.make("bandit-bernoulli", arms=3).sample(key, 400, "test")
+    np.testing.assert_array_equal(bandits.sample_instances(key, 400, 3).arm_means,
+                                  family.arm_means)
+    family = metarl_jax.make("tabular-mdp", states=3, actions=2).sample(
+        jax.random.PRNGKey(9), 8, "test")
+    assert isinstance(small_mdps, TabularMDPParams)
+    for ours, theirs in zip(jax.tree.leaves(small_mdps), jax.tree.leaves(family)):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 # ----------------------------------------------------------------------------
@@ -425,9 +529,9 @@ def test_bandit_bad_input_raises():
         bandits.gittins_indices(1.0, 10)
 
 
-def test_mdp_bad_input_raises():
+def test_mdp_bad_input_raises(small_mdps):
     key = jax.random.PRNGKey(0)
-    good = mdp.sample_instances(key, 2, 3, 2)
+    good = jax.tree.map(lambda x: x[:2], small_mdps)
     single = mdp.MDPInstance(good.transitions[0], good.mean_rewards[0])
     unnormalised = mdp.MDPInstance(single.transitions * 0.9, single.mean_rewards)
     with pytest.raises(ValueError, match="transitions rows must sum to 1"):

@@ -1,19 +1,25 @@
 """Bernoulli-bandit players of RL² Table 1 (Duan et al. 2016, arXiv:1611.02779, Sec. 5.1).
 
-An instance is ``arm_means: [k]`` (``p_i ~ U[0, 1]`` in the paper) or any object
-with an ``arm_means`` field (``metarl_jax.envs.BernoulliBandit`` params). A
-trial is ``num_pulls`` pulls; every player simulates one whole trial with
-``lax.scan`` and returns its total (realised) reward, a float32 scalar (or,
-with ``per_pull=True``, the ``[num_pulls]`` rewards: no player but the
+An instance is a ``bandit-bernoulli`` task: ``BernoulliBanditParams`` (from
+``metarl_jax.make("bandit-bernoulli", arms=k).sample``, ``p_i ~ U[0, 1]`` as in
+the paper; :func:`sample_instances` is that call) or anything with an
+``arm_means: [k]`` field, or the array itself. A trial is ``num_pulls`` pulls,
+played on the real :class:`~metarl_jax.envs.BernoulliBandit` by the shared
+rollout engine (:func:`metarl_jax.core.rollout.run_trial`, one pull per
+episode as in RL²): each player is a trial policy whose carried state holds
+its statistics, and returns its total (realised) reward, a float32 scalar
+(or, with ``per_pull=True``, the ``[num_pulls]`` rewards: no player but the
 Bayes-optimal one depends on ``n``, so for them the first ``m`` pulls of a
-trial of ``n`` are a trial of ``m``).
-``evaluate`` vmaps a named player over a batch of instances in one compiled
-call.
+trial of ``n`` are a trial of ``m``). ``evaluate`` vmaps a named player over
+a batch of instances in one compiled call.
 
 Every player scores the arms from the posterior counts (``successes``,
 ``failures``: ``[k]`` int32, i.e. a Beta(1 + successes, 1 + failures)
-posterior per arm under the Beta(1, 1) prior) and pulls an arm of maximal
-score, breaking ties uniformly at random.
+posterior per arm under the Beta(1, 1) prior), counted from the previous
+action and reward inputs, and pulls an arm of maximal score, ties broken
+uniformly at random (the engine samples a Categorical uniform on the
+maximisers). Thompson sampling carries a PRNG key of its own for its
+posterior draws; the oracle's params are the arm means.
 
 Two players need tables built once in NumPy at construction time and looked
 up in JAX: ``gittins_indices`` (discounted Beta-Bernoulli Gittins indices by
@@ -24,15 +30,25 @@ Bayes-optimal policy by dynamic programming over posterior counts).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from metarl_jax.core.rollout import MetaInputs
+from metarl_jax.envs.bandit import BernoulliBanditParams
 from metarl_jax.envs.environment import require_positive
+from metarl_jax.families.meta_rl import bernoulli_bandits
+from metarl_jax.players.policy import (
+    TrialPolicy,
+    greedy_distribution,
+    no_value,
+    play_trial,
+)
 
 # RL² tuned these without publishing them; ours are tuned per (n, k) by
 # benchmarks/baselines_tables.py (the values are in its JSON). Defaults: UCB1's
@@ -43,7 +59,8 @@ DEFAULT_UCB_EXPLORATION = 0.2
 # Exact DP is refused beyond this many posterior states (about 30 s and 1 GB).
 DEFAULT_MAX_DP_STATES = 1_000_000
 
-ScoreFn = Callable[[jax.Array, jax.Array, Any, jax.Array], jax.Array]
+# score_fn(successes, failures, memory, params, key) -> scores [k]
+ScoreFn = Callable[[jax.Array, jax.Array, Any, Any, Any], jax.Array]
 
 
 # ----------------------------------------------------------------------------
@@ -83,61 +100,127 @@ def _check_non_negative(name: str, value: Any) -> None:
 
 
 # ----------------------------------------------------------------------------
-# The trial simulator shared by every player
+# The player as a trial policy on the real bandit
 
 
-def _argmax_random_tie(key: jax.Array, scores: jax.Array) -> jax.Array:
-    """Index of a maximal entry of ``scores: [k]``, uniform over ties (int32)."""
-    best = scores == jnp.max(scores)
-    return jax.random.categorical(key, jnp.where(best, 0.0, -jnp.inf)).astype(jnp.int32)
+@functools.lru_cache(maxsize=None)
+def _env(num_arms: int):
+    """The ``bandit-bernoulli`` family's env with ``num_arms`` arms (one pull per episode)."""
+    return bernoulli_bandits(arms=num_arms).env
 
 
-def _no_observe(memory: Any, arm: jax.Array, reward: jax.Array) -> Any:
+def as_task(instance: Any) -> BernoulliBanditParams:
+    """One bandit's env params (``BernoulliBanditParams``) from params or ``arm_means: [k]``."""
+    arm_means = arm_means_of(instance)
+    _check_single(arm_means)
+    return BernoulliBanditParams(arm_means=arm_means, max_steps_in_episode=1)
+
+
+@struct.dataclass
+class BanditState:
+    """A player's policy state: posterior counts per arm, its memory, its own PRNG key.
+
+    ``successes``, ``failures``: ``[k]`` int32, a Beta(1 + successes, 1 +
+    failures) posterior per arm; ``memory``: whatever else the player tracks
+    (the Bayes-optimal player's decision-tree node); ``key``: ``None`` unless
+    the player draws random scores (Thompson sampling).
+    """
+
+    successes: jax.Array
+    failures: jax.Array
+    memory: Any = None
+    key: Any = None
+
+
+def _no_observe(memory: Any, pulled: jax.Array, reward: jax.Array) -> Any:
     return memory
 
 
-def _play(
-    arm_means: jax.Array,  # [k]
-    key: jax.Array,
-    num_pulls: int,
-    score_fn: ScoreFn,
-    *,
-    epsilon: Any = None,
-    memory: Any = (),
-    observe: Callable[[Any, jax.Array, jax.Array], Any] = _no_observe,
-    per_pull: bool = False,
-) -> jax.Array:
-    """Total reward of one trial: pull ``argmax score_fn(successes, failures, memory, key)``.
+class Score(NamedTuple):
+    """How a player scores the arms; it pulls a maximiser (ties uniformly at random).
 
-    Returns the float32 total, or the ``[num_pulls]`` rewards if ``per_pull``.
-
-    With ``epsilon`` (epsilon-greedy), a uniformly random arm replaces the
-    choice with probability ``epsilon``. ``memory`` is extra player state
-    updated by ``observe(memory, arm, reward)`` after every pull.
+    ``score_fn(successes, failures, memory, params, key) -> [k]``; ``params``:
+    what the player knows before the trial (the oracle: ``arm_means``);
+    ``epsilon``: probability of a uniformly random arm (``None``: none);
+    ``memory``: extra policy state, updated by ``observe(memory, pulled
+    one-hot, reward)`` before each pull; ``random``: ``score_fn`` gets a fresh
+    key per pull from the player's own key (else ``None``).
     """
-    num_arms = arm_means.shape[0]
 
-    def pull(carry, key_t):
-        successes, failures, memory = carry
-        if epsilon is None:
-            key_score, key_tie, key_reward = jax.random.split(key_t, 3)
-        else:
-            key_score, key_tie, key_reward, key_explore, key_arm = jax.random.split(key_t, 5)
-        arm = _argmax_random_tie(key_tie, score_fn(successes, failures, memory, key_score))
-        if epsilon is not None:
-            explore = jax.random.bernoulli(key_explore, epsilon)
-            arm = jnp.where(explore, jax.random.randint(key_arm, (), 0, num_arms), arm)
-        reward = jax.random.bernoulli(key_reward, arm_means[arm]).astype(jnp.int32)
-        successes = successes.at[arm].add(reward)
-        failures = failures.at[arm].add(1 - reward)
-        return (successes, failures, observe(memory, arm, reward)), reward
+    score_fn: ScoreFn
+    params: Any = None
+    epsilon: Any = None
+    memory: Any = None
+    observe: Callable[[Any, jax.Array, jax.Array], Any] = _no_observe
+    random: bool = False
+
+
+def _policy(score: Score, num_arms: int, key: jax.Array) -> TrialPolicy:
+    """The trial policy of ``score`` (``key``: its own PRNG key, used if ``score.random``).
+
+    At every pull the policy first counts the previous pull (its one-hot
+    action and reward inputs; all zero at the trial's start) into the
+    posterior, then returns the distribution of its next pull.
+    """
+
+    def step(params, state, inputs):  # inputs: [obs (1), prev action (k), r, done]
+        pulled, reward = inputs[1 : 1 + num_arms], inputs[1 + num_arms]
+        successes = state.successes + (pulled * reward).astype(jnp.int32)
+        failures = state.failures + (pulled * (1.0 - reward)).astype(jnp.int32)
+        memory = score.observe(state.memory, pulled, reward)
+        key, score_key = (None, None) if state.key is None else jax.random.split(state.key)
+        scores = score.score_fn(successes, failures, memory, params, score_key)
+        state = BanditState(successes, failures, memory, key)
+        return state, greedy_distribution(scores, score.epsilon), no_value()
 
     counts = jnp.zeros((num_arms,), jnp.int32)
-    _, rewards = jax.lax.scan(
-        pull, (counts, counts, memory), jax.random.split(key, num_pulls)
-    )  # rewards: [num_pulls]
-    rewards = rewards.astype(jnp.float32)
-    return rewards if per_pull else jnp.sum(rewards)
+    init_state = BanditState(counts, counts, score.memory, key if score.random else None)
+    return TrialPolicy(step, init_state, score.params, MetaInputs())
+
+
+def _player(make_score: Callable[..., Score]) -> Callable[..., jax.Array]:
+    """A player from ``make_score(arm_means, num_pulls, **hyperparameters) -> Score``.
+
+    The player is ``f(arm_means, key, *, num_pulls, per_pull=False,
+    **hyperparameters)``: it checks the instance and ``num_pulls``, lets
+    ``make_score`` check its hyperparameters, and plays one trial of
+    ``num_pulls`` one-pull episodes on the real ``BernoulliBandit`` through the
+    rollout engine (RL²'s convention). It returns the float32 total, or the
+    ``[num_pulls]`` rewards if ``per_pull``. ``f.policy(arm_means, key, *,
+    num_pulls, **hyperparameters)`` is the :class:`TrialPolicy` itself, for
+    :func:`~metarl_jax.core.rollout.run_trial` (``key``: the player's own PRNG
+    key). The player takes ``make_score``'s name and docstring, and its
+    keyword-only parameters (with their defaults) as its hyperparameters.
+    """
+
+    def policy(arm_means: Any, key: jax.Array, *, num_pulls: int,
+               **hyperparameters: Any) -> TrialPolicy:
+        arm_means = arm_means_of(arm_means)
+        _check_single(arm_means)
+        require_positive("num_pulls", num_pulls, integer=True)
+        score = make_score(arm_means, num_pulls, **hyperparameters)
+        return _policy(score, arm_means.shape[0], key)
+
+    def player(arm_means: Any, key: jax.Array, *, num_pulls: int, per_pull: bool = False,
+               **hyperparameters: Any) -> jax.Array:
+        key_policy, key_trial = jax.random.split(key)
+        trial_policy = policy(arm_means, key_policy, num_pulls=num_pulls, **hyperparameters)
+        task = as_task(arm_means)
+        rewards = play_trial(_env(task.arm_means.shape[0]), trial_policy, task, key_trial,
+                             num_episodes=num_pulls, horizon=1)
+        return rewards if per_pull else jnp.sum(rewards)
+
+    own = [p for p in inspect.signature(make_score).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for f in (policy, player):
+        signature = inspect.signature(f)
+        common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
+        f.__signature__ = signature.replace(parameters=common + own)
+    player.__name__ = player.__qualname__ = make_score.__name__
+    player.__doc__ = make_score.__doc__
+    policy.__name__ = policy.__qualname__ = f"{make_score.__name__}.policy"
+    player.policy = policy
+    return player
 
 
 def sample_gamma(key: jax.Array, shape_parameter: jax.Array) -> jax.Array:
@@ -186,59 +269,37 @@ def _posterior_mean(successes: jax.Array, failures: jax.Array) -> jax.Array:
 # Simple players
 
 
-def random_policy(
-    arm_means: Any, key: jax.Array, *, num_pulls: int, per_pull: bool = False
-) -> jax.Array:
+@_player
+def random_policy(arm_means: jax.Array, num_pulls: int) -> Score:
     """Uniformly random arm at every pull (RL² Table 1, "Random"); expected n/2 under the prior."""
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
-    zeros = lambda s, f, m, k: jnp.zeros(s.shape, jnp.float32)
-    return _play(arm_means, key, num_pulls, zeros, per_pull=per_pull)
+    return Score(lambda s, f, m, p, k: jnp.zeros(s.shape, jnp.float32))
 
 
-def greedy(arm_means: Any, key: jax.Array, *, num_pulls: int, per_pull: bool = False) -> jax.Array:
-    """Pull the arm with the highest posterior mean (1 + s) / (2 + s + f) (RL² "Greedy")."""
-    return epsilon_greedy(arm_means, key, num_pulls=num_pulls, per_pull=per_pull, epsilon=None)
-
-
+@_player
 def epsilon_greedy(
-    arm_means: Any,
-    key: jax.Array,
-    *,
-    num_pulls: int,
-    per_pull: bool = False,
-    epsilon: Any = DEFAULT_EPSILON,
-) -> jax.Array:
+    arm_means: jax.Array, num_pulls: int, *, epsilon: Any = DEFAULT_EPSILON
+) -> Score:
     """Greedy on the posterior mean, a uniformly random arm with probability ``epsilon``.
 
     RL² "eps-Greedy" (Duan et al. 2016, Sec. 5.1); statistics start at one
     success and one failure per arm. ``epsilon`` may be traced (sweeps vmap
     over it); ``None`` is plain greedy.
     """
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
     if epsilon is not None:
         _check_unit_interval("epsilon", epsilon)
-    return _play(
-        arm_means,
-        key,
-        num_pulls,
-        lambda s, f, m, k: _posterior_mean(s, f),
-        epsilon=epsilon,
-        per_pull=per_pull,
-    )
+    return Score(lambda s, f, m, p, k: _posterior_mean(s, f), epsilon=epsilon)
 
 
+@_player
+def greedy(arm_means: jax.Array, num_pulls: int) -> Score:
+    """Pull the arm with the highest posterior mean (1 + s) / (2 + s + f) (RL² "Greedy")."""
+    return Score(lambda s, f, m, p, k: _posterior_mean(s, f))
+
+
+@_player
 def ucb1(
-    arm_means: Any,
-    key: jax.Array,
-    *,
-    num_pulls: int,
-    per_pull: bool = False,
-    exploration: Any = DEFAULT_UCB_EXPLORATION,
-) -> jax.Array:
+    arm_means: jax.Array, num_pulls: int, *, exploration: Any = DEFAULT_UCB_EXPLORATION
+) -> Score:
     """UCB1 (Auer et al. 2002) with a tunable exploration constant, as in RL² Sec. 5.1.
 
     Pulls ``argmax_i  mu_i + c * sqrt(2 log t / T_i)`` where the statistics
@@ -246,62 +307,55 @@ def ucb1(
     ``mu_i = (1 + s_i) / T_i``, ``T_i = 2 + s_i + f_i`` and ``t = sum_i T_i``.
     ``c = exploration`` (Audibert et al. 2009); ``c = 1`` is Auer's UCB1.
     """
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
     _check_non_negative("exploration", exploration)
 
-    def score(successes, failures, memory, key):
+    def score(successes, failures, memory, params, key):
         pulls = (successes + failures + 2).astype(jnp.float32)
         bonus = jnp.sqrt(2.0 * jnp.log(jnp.sum(pulls)) / pulls)
         return _posterior_mean(successes, failures) + exploration * bonus
 
-    return _play(arm_means, key, num_pulls, score, per_pull=per_pull)
+    return Score(score)
 
 
-def thompson_sampling(
-    arm_means: Any, key: jax.Array, *, num_pulls: int, per_pull: bool = False
-) -> jax.Array:
-    """Thompson sampling (Thompson 1933) with Beta(1, 1) priors: argmax of one posterior draw per arm."""
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
+@_player
+def thompson_sampling(arm_means: jax.Array, num_pulls: int) -> Score:
+    """Thompson sampling (Thompson 1933), Beta(1, 1) priors: argmax of one posterior draw per arm.
 
-    def score(successes, failures, memory, key):
+    The draws use the player's own PRNG key, carried in its policy state.
+    """
+
+    def score(successes, failures, memory, params, key):
         return sample_beta(
             key, (successes + 1).astype(jnp.float32), (failures + 1).astype(jnp.float32)
         )
 
-    return _play(arm_means, key, num_pulls, score, per_pull=per_pull)
+    return Score(score, random=True)
 
 
-def optimistic_thompson_sampling(
-    arm_means: Any, key: jax.Array, *, num_pulls: int, per_pull: bool = False
-) -> jax.Array:
+@_player
+def optimistic_thompson_sampling(arm_means: jax.Array, num_pulls: int) -> Score:
     """Optimistic Thompson sampling: score ``max(posterior draw, posterior mean)`` per arm.
 
     The optimistic variant of Chapelle & Li (2011, Sec. 4) and May et al.
     (2012), RL² "OTS"; Beta(1, 1) priors.
     """
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
 
-    def score(successes, failures, memory, key):
+    def score(successes, failures, memory, params, key):
         draw = sample_beta(
             key, (successes + 1).astype(jnp.float32), (failures + 1).astype(jnp.float32)
         )
         return jnp.maximum(draw, _posterior_mean(successes, failures))
 
-    return _play(arm_means, key, num_pulls, score, per_pull=per_pull)
+    return Score(score, random=True)
 
 
-def oracle(arm_means: Any, key: jax.Array, *, num_pulls: int, per_pull: bool = False) -> jax.Array:
-    """Always pull the best arm (knows ``arm_means``); expected ``n k / (k + 1)`` under U[0, 1] arms."""
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
-    return _play(arm_means, key, num_pulls, lambda s, f, m, k: arm_means, per_pull=per_pull)
+@_player
+def oracle(arm_means: jax.Array, num_pulls: int) -> Score:
+    """Always pull the best arm (knows ``arm_means``); expected ``n k / (k + 1)``, U[0, 1] arms.
+
+    The one player that knows the task: its params are the arm means.
+    """
+    return Score(lambda s, f, m, p, k: p, params=arm_means)
 
 
 def oracle_value(num_pulls: int, num_arms: int) -> float:
@@ -385,15 +439,14 @@ def gittins_indices(
     return table
 
 
+@_player
 def gittins(
-    arm_means: Any,
-    key: jax.Array,
-    *,
+    arm_means: jax.Array,
     num_pulls: int,
-    per_pull: bool = False,
+    *,
     index_table: Any = None,
     discount: float | None = None,
-) -> jax.Array:
+) -> Score:
     """Pull the arm of highest Gittins index (Gittins 1979; RL² "Gittins").
 
     ``index_table`` is ``gittins_indices(discount, max_pulls)`` with
@@ -402,9 +455,6 @@ def gittins(
     used a practical approximation of the finite-horizon index; here the
     discount is the approximation's knob.
     """
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
     if index_table is None:
         if discount is None:
             discount = default_gittins_discount(num_pulls)
@@ -415,8 +465,7 @@ def gittins(
             f"index_table must have shape at least [{num_pulls}, {num_pulls}] "
             f"(counts up to num_pulls - 1), got {index_table.shape}"
         )
-    score = lambda s, f, m, k: index_table[s, f]
-    return _play(arm_means, key, num_pulls, score, per_pull=per_pull)
+    return Score(lambda s, f, m, p, k: index_table[s, f])
 
 
 # ----------------------------------------------------------------------------
@@ -558,23 +607,17 @@ def bayes_optimal_policy(
     )
 
 
+@_player
 def bayes_optimal(
-    arm_means: Any,
-    key: jax.Array,
-    *,
-    num_pulls: int,
-    per_pull: bool = False,
-    policy: BayesOptimalPolicy | None = None,
-) -> jax.Array:
+    arm_means: jax.Array, num_pulls: int, *, policy: BayesOptimalPolicy | None = None
+) -> Score:
     """Play the exact Bayes-optimal policy (``bayes_optimal_policy``) for one trial.
 
-    Follows the decision tree: at each node pull an arm (uniformly among
-    those) whose counts match the optimal count kind. Its mean total reward
-    over instances drawn from the prior is ``policy.value``.
+    Follows the decision tree, its node carried in the policy state: at each
+    node pull an arm (uniformly among those) whose counts match the optimal
+    count kind. Its mean total reward over instances drawn from the prior is
+    ``policy.value``.
     """
-    arm_means = arm_means_of(arm_means)
-    _check_single(arm_means)
-    require_positive("num_pulls", num_pulls, integer=True)
     num_arms = arm_means.shape[0]
     if policy is None:
         policy = bayes_optimal_policy(num_pulls, num_arms)
@@ -584,24 +627,17 @@ def bayes_optimal(
             f"got num_pulls={num_pulls}, num_arms={num_arms}"
         )
 
-    def score(successes, failures, node, key):
+    def score(successes, failures, node, params, key):
         match = (successes == policy.best_successes[node]) & (
             failures == policy.best_failures[node]
         )
         return match.astype(jnp.float32)
 
-    def observe(node, arm, reward):
-        return policy.next_node[node, reward]
+    def observe(node, pulled, reward):  # no pull yet (the trial's start): stay at the root
+        child = policy.next_node[node, reward.astype(jnp.int32)]
+        return jnp.where(jnp.sum(pulled) > 0, child, node)
 
-    return _play(
-        arm_means,
-        key,
-        num_pulls,
-        score,
-        memory=jnp.zeros((), jnp.int32),
-        observe=observe,
-        per_pull=per_pull,
-    )
+    return Score(score, memory=jnp.zeros((), jnp.int32), observe=observe)
 
 
 # ----------------------------------------------------------------------------
@@ -628,11 +664,16 @@ HYPERPARAMETERS: dict[str, tuple[str, ...]] = {  # keyword arguments evaluate ac
 }
 
 
-def sample_instances(key: jax.Array, num_instances: int, num_arms: int) -> jax.Array:
-    """RL² bandit instances: ``arm_means: [num_instances, num_arms]``, ``p_i ~ U[0, 1]``."""
+def sample_instances(
+    key: jax.Array, num_instances: int, num_arms: int, split: str = "test"
+) -> BernoulliBanditParams:
+    """RL² bandits from the ``bandit-bernoulli`` family: ``arm_means: [instances, k] ~ U[0, 1]``.
+
+    ``metarl_jax.make("bandit-bernoulli", arms=num_arms).sample(key, num_instances, split)``.
+    """
     require_positive("num_instances", num_instances, integer=True)
     require_positive("num_arms", num_arms, integer=True, minimum=2)
-    return jax.random.uniform(key, (num_instances, num_arms), jnp.float32)
+    return bernoulli_bandits(arms=int(num_arms)).sample(key, int(num_instances), split)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "num_pulls", "per_pull"))
@@ -657,12 +698,14 @@ def evaluate(
 
     With ``per_pull=True``: the rewards ``[instances, num_pulls]`` instead.
 
-    ``arm_means: [instances, k]`` (or params with that field). One compiled
+    ``arm_means``: a batch of ``BernoulliBanditParams`` (``sample_instances``,
+    the family's ``sample``) or of ``arm_means: [instances, k]``. One compiled
     call per ``(name, num_pulls, k, instances)``; float hyperparameters
     (``epsilon``, ``exploration``) are traced, so sweeping them does not
     recompile. ``gittins`` takes ``discount`` (default
-    ``default_gittins_discount(num_pulls)``) and builds its index table once; ``bayes_optimal`` builds its policy (raising ``ValueError`` where
-    the DP is intractable).
+    ``default_gittins_discount(num_pulls)``) and builds its index table once;
+    ``bayes_optimal`` builds its policy (raising ``ValueError`` where the DP is
+    intractable).
     """
     if name not in BASELINES:
         raise ValueError(f"unknown bandit baseline {name!r}; expected one of {sorted(BASELINES)}")

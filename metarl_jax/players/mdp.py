@@ -1,25 +1,33 @@
 """Tabular-MDP players of RL² Table 2 (Duan et al. 2016, arXiv:1611.02779, Sec. 5.2).
 
-An instance is ``transitions: [S, A, S]`` (rows sum to 1) and ``mean_rewards:
-[S, A]``, as an ``MDPInstance`` or any object with those fields
-(``metarl_jax.envs.TabularMDP`` params). A trial is ``num_episodes`` episodes
-of ``episode_length`` steps, each starting in state 0; taking ``a`` in ``s``
-pays ``mean_rewards[s, a] + N(0, 1)``. Every player simulates one whole
-trial with nested ``lax.scan`` and returns its total (realised) reward (or,
-with ``per_episode=True``, the ``[num_episodes]`` returns: no player knows
-``n``, so the first ``m`` episodes of a trial of ``n`` are a trial of ``m``);
-``evaluate`` vmaps a named player over a batch of instances.
+An instance is a ``tabular-mdp`` task: ``TabularMDPParams`` (from
+``metarl_jax.make("tabular-mdp", ...).sample``; :func:`sample_instances` is
+that call), or anything with ``transitions: [S, A, S]`` (rows sum to 1) and
+``mean_rewards: [S, A]`` fields (an ``MDPInstance``, unit reward noise). A
+trial is ``num_episodes`` episodes of ``episode_length`` steps, each starting
+in state 0; taking ``a`` in ``s`` pays ``mean_rewards[s, a] +
+reward_noise_std * N(0, 1)``. Every player is a trial policy played on the
+real :class:`~metarl_jax.envs.TabularMDP` by the shared rollout engine
+(:func:`metarl_jax.core.rollout.run_trial`), and returns its total
+(realised) reward (or, with ``per_episode=True``, the ``[num_episodes]``
+returns: no player knows ``n``, so the first ``m`` episodes of a trial of
+``n`` are a trial of ``m``); ``evaluate`` vmaps a named player over a batch
+of instances.
 
-Every player is a *planner*: at each episode start it turns its statistics
-(transition counts, reward sums) into non-stationary action values
-``q: [episode_length, S, A]`` and then acts greedily on them (ties broken
+Every player is a *planner*: its policy state holds its statistics
+(transition counts and reward sums, counted from the previous observation,
+action, reward and done inputs), and at each episode start (the done input)
+it turns them into non-stationary action values ``q: [episode_length, S,
+A]``, kept in its state, and then acts greedily on them (ties broken
 uniformly at random, so all-equal values mean a uniformly random action),
-optionally with epsilon-random actions. The Bayesian players use the exact
+optionally with epsilon-random actions. The last transition of an episode is
+not counted: its successor is replaced by the reset, as for any learner
+that sees only the env's observations. The Bayesian players use the exact
 posterior of the RL² task distribution: Dirichlet(1, ..., 1) transitions and
 a N(1, 1) prior on each mean reward with known unit noise, so after ``n``
 visits with reward sum ``R`` the mean reward is N((1 + R) / (1 + n), 1 / (1 + n)).
-(Environment params with another ``reward_noise_std`` are simulated with unit
-noise all the same: these players are for the RL² distribution.)
+(Their posterior assumes unit noise whatever ``reward_noise_std`` the env
+draws with: these players are for the RL² distribution.)
 """
 
 from __future__ import annotations
@@ -32,8 +40,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarl_jax.players.bandits import sample_gamma
+from metarl_jax.core.rollout import MetaInputs
 from metarl_jax.envs.environment import require_positive
+from metarl_jax.envs.tabular_mdp import TabularMDPParams
+from metarl_jax.families.meta_rl import tabular_mdp
+from metarl_jax.players.bandits import sample_gamma
+from metarl_jax.players.policy import (
+    TrialPolicy,
+    any_in_batch,
+    greedy_distribution,
+    no_value,
+    play_trial,
+)
 
 # Prior of the RL² task distribution (Sec. 5.2): mean rewards ~ N(1, 1), unit reward noise.
 REWARD_PRIOR_MEAN = 1.0
@@ -61,8 +79,22 @@ class Statistics(NamedTuple):
     reward_sums: jax.Array  # [S, A] float32
 
 
-# q = plan(statistics, key): [episode_length, S, A]
-PlanFn = Callable[[Statistics, jax.Array], jax.Array]
+# q = plan(params, statistics, key): [episode_length, S, A]
+PlanFn = Callable[[Any, Statistics, Any], jax.Array]
+
+
+class Plan(NamedTuple):
+    """How a player plans: ``plan(params, statistics, key) -> q: [T, S, A]`` at episode starts.
+
+    ``params``: what the player knows before the trial (passed to the engine as
+    the policy's params); ``epsilon``: probability of a random action (``None``
+    for none); ``random``: ``plan`` draws random numbers (it gets a fresh key).
+    """
+
+    plan: PlanFn
+    params: Any = None
+    epsilon: Any = None
+    random: bool = False
 
 
 # ----------------------------------------------------------------------------
@@ -114,27 +146,22 @@ def as_instance(mdp: Any, *, batched: bool = False) -> MDPInstance:
 
 
 def sample_instances(
-    key: jax.Array, num_instances: int, num_states: int = 10, num_actions: int = 5
-) -> MDPInstance:
-    """RL² MDPs: flat-Dirichlet transitions, mean rewards ~ N(1, 1); ``[instances, S, A(, S)]``."""
+    key: jax.Array,
+    num_instances: int,
+    num_states: int = 10,
+    num_actions: int = 5,
+    split: str = "test",
+    *,
+    episode_length: int = DEFAULT_EPISODE_LENGTH,
+) -> TabularMDPParams:
+    """RL² MDPs from the ``tabular-mdp`` family: ``TabularMDPParams`` with an instance axis.
+
+    ``metarl_jax.make("tabular-mdp", states=S, actions=A, episode_length=T).sample(key,
+    num_instances, split)``: flat-Dirichlet transitions, mean rewards ~ N(1, 1).
+    """
     require_positive("num_instances", num_instances, integer=True)
-    require_positive("num_states", num_states, integer=True)
-    require_positive("num_actions", num_actions, integer=True)
-    return _sample_instances(key, int(num_instances), int(num_states), int(num_actions))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _sample_instances(key, num_instances, num_states, num_actions):
-    key_transitions, key_rewards = jax.random.split(key)
-    # Dirichlet(1, ..., 1) = normalised Exp(1) draws
-    exponentials = jax.random.exponential(
-        key_transitions, (num_instances, num_states, num_actions, num_states), jnp.float32
-    )
-    transitions = exponentials / jnp.sum(exponentials, axis=-1, keepdims=True)
-    mean_rewards = REWARD_PRIOR_MEAN + jax.random.normal(
-        key_rewards, (num_instances, num_states, num_actions), jnp.float32
-    )
-    return MDPInstance(transitions, mean_rewards)
+    family = tabular_mdp(states=num_states, actions=num_actions, episode_length=episode_length)
+    return family.sample(key, int(num_instances), split)
 
 
 # ----------------------------------------------------------------------------
@@ -197,73 +224,93 @@ def _posterior_sample(stats: Statistics, key: jax.Array) -> MDPInstance:
 
 
 # ----------------------------------------------------------------------------
-# The trial simulator shared by every player
+# The player as a trial policy on the real MDP
 
 
-def _argmax_random_tie(key: jax.Array, values: jax.Array) -> jax.Array:
-    """Index of a maximal entry of ``values: [A]``, uniform over ties (int32)."""
-    best = values == jnp.max(values)
-    return jax.random.categorical(key, jnp.where(best, 0.0, -jnp.inf)).astype(jnp.int32)
+@functools.lru_cache(maxsize=None)
+def _env(num_states: int, num_actions: int, episode_length: int):
+    """The ``tabular-mdp`` family's env of these sizes."""
+    return tabular_mdp(states=num_states, actions=num_actions, episode_length=episode_length).env
 
 
-def _play(
-    mdp: MDPInstance,
-    key: jax.Array,
-    num_episodes: int,
-    episode_length: int,
-    plan: PlanFn,
-    epsilon: Any = None,
-    per_episode: bool = False,
-) -> jax.Array:
-    """Total reward of one trial; ``plan`` gives ``q: [T, S, A]`` at each episode start.
+def as_task(mdp: Any, episode_length: int = DEFAULT_EPISODE_LENGTH) -> TabularMDPParams:
+    """One MDP's env params (``TabularMDPParams``), checked; ``reward_noise_std`` kept (else 1)."""
+    instance = as_instance(mdp)
+    noise = jnp.asarray(getattr(mdp, "reward_noise_std", 1.0), jnp.float32)
+    return TabularMDPParams(instance.transitions, instance.mean_rewards, noise, episode_length)
 
-    Returns the float32 total, or the ``[num_episodes]`` returns if ``per_episode``.
+
+class PlayerState(NamedTuple):
+    """A player's policy state: statistics, the current plan, its step, its own PRNG key.
+
+    ``q: [T, S, A]`` is planned at each episode start; step ``h`` of the episode
+    acts on ``q[h]``; ``key`` is ``None`` unless planning draws random numbers (PSRL).
     """
-    num_states, num_actions = mdp.mean_rewards.shape
 
-    def step(carry, inputs):
-        state, stats = carry
-        q_step, key_step = inputs  # q_step: [S, A]
-        if epsilon is None:
-            key_tie, key_noise, key_next = jax.random.split(key_step, 3)
-        else:
-            key_tie, key_noise, key_next, key_explore, key_action = jax.random.split(key_step, 5)
-        action = _argmax_random_tie(key_tie, q_step[state])
-        if epsilon is not None:
-            explore = jax.random.bernoulli(key_explore, epsilon)
-            action = jnp.where(explore, jax.random.randint(key_action, (), 0, num_actions), action)
-        reward = mdp.mean_rewards[state, action] + jax.random.normal(key_noise, (), jnp.float32)
-        next_state = jax.random.categorical(
-            key_next, jnp.log(mdp.transitions[state, action])
-        ).astype(jnp.int32)
-        stats = Statistics(
-            stats.transition_counts.at[state, action, next_state].add(1.0),
-            stats.reward_sums.at[state, action].add(reward),
+    statistics: Statistics
+    q: jax.Array
+    h: jax.Array  # int32
+    key: Any = None
+
+
+def _policy(plan: Plan, num_states: int, num_actions: int, episode_length: int,
+            key: jax.Array) -> TrialPolicy:
+    """The trial policy of ``plan`` (``key``: its own PRNG key, used if ``plan.random``).
+
+    It reads ``[obs, prev obs, prev action, prev reward, prev done]``. At each
+    step it first counts the previous step into its statistics: the reward
+    into ``reward_sums[s, a]`` and, unless that step ended the episode (its
+    successor is then the reset state, not observed), the transition ``(s, a)
+    -> obs`` into ``transition_counts``. At an episode start (the done input,
+    or the trial's start) it plans ``q = plan.plan(params, statistics, key)``
+    (``[T, S, A]``), then acts greedily on ``q[h, obs]``, ties uniformly at
+    random, with ``plan.epsilon`` random actions if given.
+    """
+    plan_fn, epsilon = plan.plan, plan.epsilon
+
+    def step(params, state, inputs):
+        obs = inputs[:num_states]
+        prev_obs = inputs[num_states : 2 * num_states]
+        prev_action = inputs[2 * num_states : 2 * num_states + num_actions]
+        reward = inputs[2 * num_states + num_actions]
+        done = inputs[2 * num_states + num_actions + 1]
+        visit = prev_obs[:, None] * prev_action[None, :]  # [S, A] one-hot; zeros at the start
+        statistics = Statistics(
+            state.statistics.transition_counts
+            + visit[:, :, None] * obs[None, None, :] * (1.0 - done),
+            state.statistics.reward_sums + visit * reward,
         )
-        return (next_state, stats), reward
+        episode_start = (done > 0.5) | (jnp.sum(prev_action) == 0.0)
 
-    def episode(stats, key_episode):
-        key_plan, key_steps = jax.random.split(key_episode)
-        q = plan(stats, key_plan)  # [T, S, A]
-        (_, stats), rewards = jax.lax.scan(
-            step,
-            (jnp.zeros((), jnp.int32), stats),
-            (q, jax.random.split(key_steps, episode_length)),
-        )  # rewards: [T]
-        return stats, jnp.sum(rewards)
+        def replan():  # exact per task: only where episode_start holds
+            key, plan_key = (None, None) if state.key is None else jax.random.split(state.key)
+            q = jnp.where(episode_start, plan_fn(params, statistics, plan_key), state.q)
+            if key is not None:
+                key = jnp.where(episode_start, key, state.key)
+            return q, key
 
-    stats = Statistics(
+        # planned once per episode, not once per step, under evaluate's vmap over tasks
+        q, key = jax.lax.cond(any_in_batch(episode_start), replan,
+                              lambda: (state.q, state.key))
+        h = jnp.where(episode_start, 0, state.h + 1)
+        scores = q[h, jnp.argmax(obs)]  # [A]
+        state = PlayerState(statistics, q, h, key)
+        return state, greedy_distribution(scores, epsilon), no_value()
+
+    statistics = Statistics(
         jnp.zeros((num_states, num_actions, num_states), jnp.float32),
         jnp.zeros((num_states, num_actions), jnp.float32),
     )
-    _, returns = jax.lax.scan(episode, stats, jax.random.split(key, num_episodes))
-    return returns if per_episode else jnp.sum(returns)  # returns: [num_episodes]
+    init_state = PlayerState(
+        statistics, jnp.zeros((episode_length, num_states, num_actions), jnp.float32),
+        jnp.zeros((), jnp.int32), key if plan.random else None)
+    return TrialPolicy(step, init_state, plan.params, MetaInputs(previous_obs=True))
 
 
-def _prepare(mdp: Any, num_episodes: int, episode_length: int) -> MDPInstance:
+def _prepare(mdp: Any, num_episodes: int, episode_length: int) -> TabularMDPParams:
     require_positive("num_episodes", num_episodes, integer=True)
     require_positive("episode_length", episode_length, integer=True)
-    return as_instance(mdp)
+    return as_task(mdp, episode_length)
 
 
 def _check_unit_interval(name: str, value: Any) -> None:
@@ -275,16 +322,29 @@ def _check_unit_interval(name: str, value: Any) -> None:
 # Players
 
 
-def _player(make_plan: Callable[..., tuple[PlanFn, Any]]) -> Callable[..., jax.Array]:
-    """A player built from ``make_plan(mdp, episode_length, **hyperparameters) -> (plan, epsilon)``.
+def _player(make_plan: Callable[..., Plan]) -> Callable[..., jax.Array]:
+    """A player built from ``make_plan(mdp, episode_length, **hyperparameters) -> Plan``.
 
     The player is ``f(mdp, key, *, num_episodes, episode_length=DEFAULT_EPISODE_LENGTH,
     per_episode=False, **hyperparameters)``: it checks ``mdp`` and the lengths,
-    lets ``make_plan`` check its hyperparameters and build the plan (``epsilon``:
-    the probability of a random action, ``None`` for none), and simulates one
-    trial with ``_play``. It takes ``make_plan``'s name and docstring, and its
-    keyword-only parameters (with their defaults) as its hyperparameters.
+    lets ``make_plan`` check its hyperparameters and build the :class:`Plan`, and
+    plays one trial of ``num_episodes`` episodes on the real ``TabularMDP``
+    through the rollout engine. It returns the float32 total, or the
+    ``[num_episodes]`` returns if ``per_episode``. ``f.policy(mdp, key, *,
+    episode_length=..., **hyperparameters)`` is the :class:`TrialPolicy`
+    itself, for :func:`~metarl_jax.core.rollout.run_trial` (``key``: the
+    player's own PRNG key). The player takes ``make_plan``'s name and
+    docstring, and its keyword-only parameters (with their defaults) as its
+    hyperparameters.
     """
+
+    def policy(mdp: Any, key: jax.Array, *, episode_length: int = DEFAULT_EPISODE_LENGTH,
+               **hyperparameters: Any) -> TrialPolicy:
+        require_positive("episode_length", episode_length, integer=True)
+        task = as_task(mdp, episode_length)
+        num_states, num_actions = task.mean_rewards.shape
+        plan = make_plan(task, episode_length, **hyperparameters)
+        return _policy(plan, num_states, num_actions, episode_length, key)
 
     def player(
         mdp: Any,
@@ -295,24 +355,32 @@ def _player(make_plan: Callable[..., tuple[PlanFn, Any]]) -> Callable[..., jax.A
         per_episode: bool = False,
         **hyperparameters: Any,
     ) -> jax.Array:
-        mdp = _prepare(mdp, num_episodes, episode_length)
-        plan, epsilon = make_plan(mdp, episode_length, **hyperparameters)
-        return _play(mdp, key, num_episodes, episode_length, plan, epsilon, per_episode)
+        task = _prepare(mdp, num_episodes, episode_length)
+        key_policy, key_trial = jax.random.split(key)
+        trial_policy = policy(task, key_policy, episode_length=episode_length, **hyperparameters)
+        num_states, num_actions = task.mean_rewards.shape
+        rewards = play_trial(_env(num_states, num_actions, episode_length), trial_policy, task,
+                             key_trial, num_episodes=num_episodes, horizon=episode_length)
+        returns = jnp.sum(rewards.reshape(num_episodes, episode_length), axis=-1)
+        return returns if per_episode else jnp.sum(returns)  # returns: [num_episodes]
 
-    signature = inspect.signature(player)
-    common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
-    own = inspect.signature(make_plan).parameters.values()
-    hyperparameters = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    player.__signature__ = signature.replace(parameters=common + hyperparameters)
+    own = [p for p in inspect.signature(make_plan).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for f in (policy, player):
+        signature = inspect.signature(f)
+        common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
+        f.__signature__ = signature.replace(parameters=common + own)
     player.__name__ = player.__qualname__ = make_plan.__name__
     player.__doc__ = make_plan.__doc__
+    policy.__name__ = policy.__qualname__ = f"{make_plan.__name__}.policy"
+    player.policy = policy
     return player
 
 
 def _certainty_equivalence_plan(episode_length: int, bonus: Any = None) -> PlanFn:
     """Value iteration in the posterior-mean MDP, rewards plus ``bonus / (1 + visits)`` if given."""
 
-    def plan(stats, key):
+    def plan(params, stats, key):
         model = _posterior_mean_mdp(stats)
         rewards = model.mean_rewards
         if bonus is not None:
@@ -322,24 +390,30 @@ def _certainty_equivalence_plan(episode_length: int, bonus: Any = None) -> PlanF
     return plan
 
 
+def _known_plan(params, stats, key):
+    """The plan a player knows before the trial (its params), whatever it sees."""
+    return params
+
+
 @_player
-def random_policy(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
+def random_policy(mdp: TabularMDPParams, episode_length: int) -> Plan:
     """Uniformly random actions (RL² Table 2, "Random"); about 10 per episode at T = 10."""
-    q = jnp.zeros((episode_length,) + mdp.mean_rewards.shape, jnp.float32)
-    return (lambda stats, key: q), None
+    return Plan(_known_plan, jnp.zeros((episode_length,) + mdp.mean_rewards.shape, jnp.float32))
 
 
 @_player
-def known_mdp_optimum(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
-    """Act optimally with the MDP known (finite-horizon value iteration): the ceiling of Table 2."""
-    q = value_iteration(mdp.transitions, mdp.mean_rewards, episode_length)
-    return (lambda stats, key: q), None
+def known_mdp_optimum(mdp: TabularMDPParams, episode_length: int) -> Plan:
+    """Act optimally with the MDP known (finite-horizon value iteration): the ceiling of Table 2.
+
+    The one player that knows the task: its params are the MDP's optimal ``q``.
+    """
+    return Plan(_known_plan, value_iteration(mdp.transitions, mdp.mean_rewards, episode_length))
 
 
 @_player
 def epsilon_greedy(
-    mdp: MDPInstance, episode_length: int, *, epsilon: Any = DEFAULT_EPSILON
-) -> tuple[PlanFn, Any]:
+    mdp: TabularMDPParams, episode_length: int, *, epsilon: Any = DEFAULT_EPSILON
+) -> Plan:
     """Certainty equivalence with epsilon-random actions (RL² "eps-Greedy").
 
     At each episode start, plan by value iteration in the posterior-mean MDP;
@@ -348,17 +422,17 @@ def epsilon_greedy(
     """
     if epsilon is not None:
         _check_unit_interval("epsilon", epsilon)
-    return _certainty_equivalence_plan(episode_length), epsilon
+    return Plan(_certainty_equivalence_plan(episode_length), epsilon=epsilon)
 
 
 @_player
-def greedy(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
+def greedy(mdp: TabularMDPParams, episode_length: int) -> Plan:
     """Certainty equivalence (RL² "Greedy"): value iteration in the posterior-mean MDP, no exploration."""
-    return _certainty_equivalence_plan(episode_length), None
+    return Plan(_certainty_equivalence_plan(episode_length))
 
 
 @_player
-def myopic(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
+def myopic(mdp: TabularMDPParams, episode_length: int) -> Plan:
     """Myopic posterior mean (not in RL² Table 2): in each state take the action with the
     highest posterior-mean *immediate* reward, ignoring transitions; re-planned at each
     episode start like the others. A diagnostic: it needs only per-(state, action) reward
@@ -366,16 +440,14 @@ def myopic(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
     """
     shape = (episode_length,) + mdp.mean_rewards.shape
 
-    def plan(stats, key):
+    def plan(params, stats, key):
         return jnp.broadcast_to(_posterior_mean_mdp(stats).mean_rewards, shape)
 
-    return plan, None
+    return Plan(plan)
 
 
 @_player
-def beb(
-    mdp: MDPInstance, episode_length: int, *, bonus: Any = DEFAULT_BEB_BONUS
-) -> tuple[PlanFn, Any]:
+def beb(mdp: TabularMDPParams, episode_length: int, *, bonus: Any = DEFAULT_BEB_BONUS) -> Plan:
     """Bayesian exploration bonus (Kolter & Ng 2009; RL² "BEB").
 
     Value iteration in the posterior-mean MDP with rewards
@@ -383,24 +455,25 @@ def beb(
     """
     if not isinstance(bonus, jax.core.Tracer) and not float(bonus) >= 0.0:
         raise ValueError(f"bonus must be >= 0, got {bonus!r}")
-    return _certainty_equivalence_plan(episode_length, bonus), None
+    return Plan(_certainty_equivalence_plan(episode_length, bonus))
 
 
 @_player
-def psrl(mdp: MDPInstance, episode_length: int) -> tuple[PlanFn, Any]:
+def psrl(mdp: TabularMDPParams, episode_length: int) -> Plan:
     """Posterior sampling RL (Osband, Russo & Van Roy 2013; RL² "PSRL").
 
     At each episode start draw one MDP from the exact posterior (Dirichlet(1)
     transitions, Normal mean rewards with prior N(1, 1) and unit noise) and
-    follow its finite-horizon optimal policy for the episode.
+    follow its finite-horizon optimal policy for the episode. The draws use
+    the player's own PRNG key, carried in its policy state.
     """
-    return _posterior_sampling_plan(1, episode_length), None
+    return Plan(_posterior_sampling_plan(1, episode_length), random=True)
 
 
 @_player
 def optimistic_psrl(
-    mdp: MDPInstance, episode_length: int, *, num_samples: int = DEFAULT_OPSRL_SAMPLES
-) -> tuple[PlanFn, Any]:
+    mdp: TabularMDPParams, episode_length: int, *, num_samples: int = DEFAULT_OPSRL_SAMPLES
+) -> Plan:
     """Optimistic PSRL (RL² "OPSRL", Sec. 5.2): the most optimistic of K posterior MDPs.
 
     At each episode start draw ``num_samples`` MDPs from the posterior and
@@ -408,13 +481,13 @@ def optimistic_psrl(
     largest; ``num_samples = 1`` is PSRL.
     """
     require_positive("num_samples", num_samples, integer=True)
-    return _posterior_sampling_plan(num_samples, episode_length), None
+    return Plan(_posterior_sampling_plan(num_samples, episode_length), random=True)
 
 
 def _posterior_sampling_plan(num_samples: int, episode_length: int) -> PlanFn:
     """Plan of the posterior MDP sample (of ``num_samples``) with the highest optimal value."""
 
-    def plan(stats, key):
+    def plan(params, stats, key):
         samples = jax.vmap(_posterior_sample, in_axes=(None, 0))(
             stats, jax.random.split(key, num_samples)
         )
@@ -489,16 +562,26 @@ def evaluate(
 
     With ``per_episode=True``: the returns ``[instances, num_episodes]`` instead.
 
-    ``mdps`` has a leading instance axis (``transitions: [instances, S, A, S]``,
-    ``mean_rewards: [instances, S, A]``). One compile per
+    ``mdps``: a batch of ``TabularMDPParams`` (``sample_instances``, the
+    family's ``sample``), or anything with ``transitions: [instances, S, A, S]``
+    and ``mean_rewards: [instances, S, A]`` (unit reward noise); each is played
+    on the real env. One compile per
     ``(name, num_episodes, episode_length, sizes, num_samples)``; ``epsilon``
     and ``bonus`` are traced, so sweeping them does not recompile.
     """
     if name not in BASELINES:
         raise ValueError(f"unknown MDP baseline {name!r}; expected one of {sorted(BASELINES)}")
-    mdps = as_instance(mdps, batched=True)
+    instances = as_instance(mdps, batched=True)
     require_positive("num_episodes", num_episodes, integer=True)
     require_positive("episode_length", episode_length, integer=True)
+    noise = jnp.asarray(getattr(mdps, "reward_noise_std", 1.0), jnp.float32)
+    num_instances = instances.mean_rewards.shape[0]
+    mdps = TabularMDPParams(  # the env params of each instance, batched
+        instances.transitions,
+        instances.mean_rewards,
+        jnp.broadcast_to(noise, (num_instances,)),
+        jnp.full((num_instances,), int(episode_length), jnp.int32),
+    )
     unknown = set(hyperparameters) - set(_STATIC_HYPERPARAMETERS) - set(_TRACED_HYPERPARAMETERS)
     if unknown:
         raise ValueError(f"unknown hyperparameters {sorted(unknown)} for MDP baseline {name!r}")
