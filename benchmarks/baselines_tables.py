@@ -8,7 +8,9 @@ over 1,000 held-out instances ± one standard error.
 
 Protocol (RL² tuned its baselines' hyperparameters; so do we, on separate
 instances): for every ``k`` (bandits) and for the MDPs, one set of tuning
-instances and one set of test instances are drawn from different keys. Each
+instances (the family's ``train`` split) and one set of test instances (its
+``test`` split) are drawn from the task family with different keys, and every
+player plays them on the real env through the shared rollout engine. Each
 hyperparameter value is played on the tuning set, the best value is picked
 per cell, and only that value is played on the test set. None of the players
 except the Bayes-optimal one knows ``n``, so a trial of ``n`` pulls (episodes)
@@ -131,8 +133,8 @@ def bandit_table(pulls, arms, instances, tuning_instances, grids, seed) -> list[
         key = jax.random.fold_in(jax.random.PRNGKey(seed), num_arms)
         key_test, key_tune, key_play = jax.random.split(key, 3)
         sets = {
-            "test": bandits.sample_instances(key_test, instances, num_arms),
-            "tune": bandits.sample_instances(key_tune, tuning_instances, num_arms),
+            "test": bandits.sample_instances(key_test, instances, num_arms, "test"),
+            "tune": bandits.sample_instances(key_tune, tuning_instances, num_arms, "train"),
         }
         play_keys = dict(zip(BANDIT_PLAYERS, jax.random.split(key_play, len(BANDIT_PLAYERS))))
 
@@ -178,8 +180,8 @@ def mdp_table(episodes, instances, tuning_instances, grids, opsrl_samples, seed)
     start = time.perf_counter()
     key_test, key_tune, key_play = jax.random.split(jax.random.PRNGKey(seed + 1), 3)
     sets = {
-        "test": mdp.sample_instances(key_test, instances),
-        "tune": mdp.sample_instances(key_tune, tuning_instances),
+        "test": mdp.sample_instances(key_test, instances, split="test"),
+        "tune": mdp.sample_instances(key_tune, tuning_instances, split="train"),
     }
     max_episodes = max(episodes)
     play_keys = dict(zip(MDP_PLAYERS, jax.random.split(key_play, len(MDP_PLAYERS))))
