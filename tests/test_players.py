@@ -446,21 +446,24 @@ def test_psrl_alone_on_the_engine_counts_what_it_is_shown_and_matches_the_batch(
     np.testing.assert_allclose(reward.reshape(MDP_EPISODES, horizon).sum(-1),
                                returns["psrl"][0], rtol=1e-5, atol=1e-4)
     # each step counts the step before it from its inputs: the state entering the last step
-    # holds all but the last two steps; an episode's last transition ends in the reset and
-    # is not seen
+    # holds all but the last two steps; an episode's last transition is counted with the
+    # pre-reset state it led to (the engine's final_obs input)
     state = np.asarray(trial.inputs[:, 0, :num_states]).argmax(-1)
+    led_to = np.asarray(trial.inputs[:, 0, 2 * num_states:3 * num_states]).argmax(-1)
     action, done = np.asarray(trial.action[:, 0]), np.asarray(trial.done[:, 0])
+    inside = ~done[:-1]  # inside an episode the successor is the next observation
+    np.testing.assert_array_equal(led_to[1:][inside], state[1:][inside])
+    assert (led_to[1:][~inside] != state[1:][~inside]).any()  # at a reset it is not
     counts = np.zeros((num_states, num_actions, num_states))
     sums = np.zeros((num_states, num_actions))
     steps = MDP_EPISODES * horizon
     for t in range(steps - 2):
         sums[state[t], action[t]] += reward[t]
-        if not done[t]:
-            counts[state[t], action[t], state[t + 1]] += 1
+        counts[state[t], action[t], led_to[t + 1]] += 1
     last = jax.tree.map(lambda x: x[-1], trial.chunk_state)
     np.testing.assert_array_equal(last.statistics.transition_counts, counts)
     np.testing.assert_allclose(last.statistics.reward_sums, sums, rtol=1e-5, atol=1e-5)
-    assert counts.sum() == MDP_EPISODES * (horizon - 1) - 1
+    assert counts.sum() == steps - 2
     np.testing.assert_array_equal(last.h, (steps - 2) % horizon)  # step h of its episode
 
 

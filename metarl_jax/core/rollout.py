@@ -173,9 +173,12 @@ def task_features(task_params) -> jax.Array:
 class MetaInputs:
     """Which meta-RL inputs a trial policy sees, concatenated in this order.
 
-    ``[obs_t, (obs_{t-1}), a_{t-1}, r_{t-1}, d_{t-1}, (t / T), (task features)]``:
+    ``[obs_t, (obs_{t-1}), (obs'_{t-1}), a_{t-1}, r_{t-1}, d_{t-1}, (t / T), (task features)]``:
     the observation, the observation ``a_{t-1}`` was taken in
-    (``previous_obs``), the previous action (:meth:`ActionSpec.encode`), reward
+    (``previous_obs``), the observation ``a_{t-1}`` led to (``final_obs``:
+    ``obs_t`` itself inside an episode, the env's pre-reset
+    ``info["final_observation"]`` when ``a_{t-1}`` ended one, so a learner
+    that counts transitions sees the last one of every episode), the previous action (:meth:`ActionSpec.encode`), reward
     and episode-done flag (Duan et al. 2016, Fig. 1; all zero at a trial's
     start), the fraction of the trial played (``time``) and the task's
     parameters (``privileged``: for an asymmetric critic, always last so a
@@ -185,10 +188,12 @@ class MetaInputs:
     previous_obs: bool = False
     time: bool = False
     privileged: bool = False
+    final_obs: bool = False
 
     def size(self, obs_dim: int, action_dim: int) -> int:
         """Length of the inputs without the privileged features."""
-        return obs_dim * (2 if self.previous_obs else 1) + action_dim + 2 + int(self.time)
+        return (obs_dim * (1 + int(self.previous_obs) + int(self.final_obs)) + action_dim + 2
+                + int(self.time))
 
 
 @struct.dataclass
@@ -257,14 +262,16 @@ def run_trial(env, policy_step: PolicyStep, init_state: Any, params: Any, env_pa
     carry = (obs, env_state, init_state,
              jnp.zeros((action_spec.dim,), jnp.float32), jnp.zeros((), jnp.float32),
              jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
-             jnp.zeros_like(flat_obs), jnp.zeros((), jnp.int32))
+             jnp.zeros_like(flat_obs), jnp.zeros((), jnp.int32), jnp.zeros_like(flat_obs))
 
     def step(carry, step_key):
         (obs, env_state, state, prev_action, prev_reward, prev_done, episode,
-         prev_obs, t) = carry
+         prev_obs, t, prev_final) = carry
         flat_obs = jnp.reshape(obs, (-1,)).astype(jnp.float32)
-        # prev_obs: the observation a_prev was taken in (zeros at the trial's start)
-        obs_part = [flat_obs, prev_obs] if inputs.previous_obs else [flat_obs]
+        # prev_obs: the observation a_prev was taken in; prev_final: the one it led to
+        # (zeros at the trial's start)
+        obs_part = ([flat_obs] + ([prev_obs] if inputs.previous_obs else [])
+                    + ([prev_final] if inputs.final_obs else []))
         elapsed = [(t.astype(jnp.float32) / total)[None]] if inputs.time else []
         x = jnp.concatenate(obs_part + [prev_action, prev_reward[None], prev_done[None]]
                             + elapsed + privileged)
@@ -279,8 +286,10 @@ def run_trial(env, policy_step: PolicyStep, init_state: Any, params: Any, env_pa
         done = jnp.logical_or(terminated, truncated)
         out = (x, action, dist.log_prob(action), value, reward, done,
                episode < num_episodes, episode, signal)
+        final = jnp.reshape(info.get("final_observation", obs), (-1,)).astype(jnp.float32)
         carry = (obs, env_state, state, action_spec.encode(action), reward,
-                 done.astype(jnp.float32), episode + done.astype(jnp.int32), flat_obs, t + 1)
+                 done.astype(jnp.float32), episode + done.astype(jnp.int32), flat_obs, t + 1,
+                 final)
         return carry, out
 
     def run_chunk(carry, chunk_keys):

@@ -21,8 +21,8 @@ it turns them into non-stationary action values ``q: [episode_length, S,
 A]``, kept in its state, and then acts greedily on them (ties broken
 uniformly at random, so all-equal values mean a uniformly random action),
 optionally with epsilon-random actions. The last transition of an episode is
-not counted: its successor is replaced by the reset, as for any learner
-that sees only the env's observations. The Bayesian players use the exact
+counted too: the engine's ``final_obs`` input is the state an action led to,
+the pre-reset one when it ended the episode. The Bayesian players use the exact
 posterior of the RL² task distribution: Dirichlet(1, ..., 1) transitions and
 a N(1, 1) prior on each mean reward with known unit noise, so after ``n``
 visits with reward sum ``R`` the mean reward is N((1 + R) / (1 + n), 1 / (1 + n)).
@@ -257,11 +257,11 @@ def _policy(plan: Plan, num_states: int, num_actions: int, episode_length: int,
             key: jax.Array) -> TrialPolicy:
     """The trial policy of ``plan`` (``key``: its own PRNG key, used if ``plan.random``).
 
-    It reads ``[obs, prev obs, prev action, prev reward, prev done]``. At each
-    step it first counts the previous step into its statistics: the reward
-    into ``reward_sums[s, a]`` and, unless that step ended the episode (its
-    successor is then the reset state, not observed), the transition ``(s, a)
-    -> obs`` into ``transition_counts``. At an episode start (the done input,
+    It reads ``[obs, prev obs, prev final obs, prev action, prev reward, prev
+    done]``. At each step it first counts the previous step into its
+    statistics: the reward into ``reward_sums[s, a]`` and the transition
+    ``(s, a) -> s'`` into ``transition_counts``, where ``s'`` is the state the
+    action led to (the pre-reset final state when it ended the episode). At an episode start (the done input,
     or the trial's start) it plans ``q = plan.plan(params, statistics, key)``
     (``[T, S, A]``), then acts greedily on ``q[h, obs]``, ties uniformly at
     random, with ``plan.epsilon`` random actions if given.
@@ -271,13 +271,13 @@ def _policy(plan: Plan, num_states: int, num_actions: int, episode_length: int,
     def step(params, state, inputs):
         obs = inputs[:num_states]
         prev_obs = inputs[num_states : 2 * num_states]
-        prev_action = inputs[2 * num_states : 2 * num_states + num_actions]
-        reward = inputs[2 * num_states + num_actions]
-        done = inputs[2 * num_states + num_actions + 1]
+        successor = inputs[2 * num_states : 3 * num_states]
+        prev_action = inputs[3 * num_states : 3 * num_states + num_actions]
+        reward = inputs[3 * num_states + num_actions]
+        done = inputs[3 * num_states + num_actions + 1]
         visit = prev_obs[:, None] * prev_action[None, :]  # [S, A] one-hot; zeros at the start
         statistics = Statistics(
-            state.statistics.transition_counts
-            + visit[:, :, None] * obs[None, None, :] * (1.0 - done),
+            state.statistics.transition_counts + visit[:, :, None] * successor[None, None, :],
             state.statistics.reward_sums + visit * reward,
         )
         episode_start = (done > 0.5) | (jnp.sum(prev_action) == 0.0)
@@ -304,7 +304,7 @@ def _policy(plan: Plan, num_states: int, num_actions: int, episode_length: int,
     init_state = PlayerState(
         statistics, jnp.zeros((episode_length, num_states, num_actions), jnp.float32),
         jnp.zeros((), jnp.int32), key if plan.random else None)
-    return TrialPolicy(step, init_state, plan.params, MetaInputs(previous_obs=True))
+    return TrialPolicy(step, init_state, plan.params, MetaInputs(previous_obs=True, final_obs=True))
 
 
 def _prepare(mdp: Any, num_episodes: int, episode_length: int) -> TabularMDPParams:
