@@ -37,7 +37,7 @@ import time
 
 import jax
 import numpy as np
-from rl2_tables import (
+from metarl_jax.players.published import (
     BANDIT_COLUMNS,
     BANDIT_HEADERS,
     BANDIT_PLAYERS,
@@ -47,13 +47,10 @@ from rl2_tables import (
     MDP_HEADERS,
     MDP_PLAYERS,
     MDP_PUBLISHED,
-    format_mean_se,
-    machine_metadata,
-    mean_and_se,
     published_row,
 )
-
 from metarl_jax.players import bandits, mdp
+from metarl_jax.training.report import format_mean_se, machine_metadata, mean_and_se
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

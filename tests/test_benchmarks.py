@@ -28,8 +28,6 @@ from metarl_jax.training.logging import read_csv
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py"))
-# scripts another helper still switches over to the library (it imports the shim rl2_tables)
-PENDING_SIBLING_IMPORTS = {"baselines_tables": {"rl2_tables"}}
 
 
 def load_benchmark(name: str):
@@ -70,17 +68,17 @@ def test_benchmark_scripts_import_no_sibling_and_touch_no_sys_path(name):
                 and isinstance(node.value, ast.Name) and node.value.id == "sys":
             pytest.fail(f"benchmarks/{name}.py uses sys.path")
     siblings &= set(SCRIPTS)
-    assert siblings <= PENDING_SIBLING_IMPORTS.get(name, set()), (
+    assert not siblings, (
         f"benchmarks/{name}.py imports the benchmark scripts {sorted(siblings)}: move what "
         "they share into the library")
 
 
-@pytest.mark.parametrize("name", [n for n in SCRIPTS if n not in PENDING_SIBLING_IMPORTS])
+@pytest.mark.parametrize("name", SCRIPTS)
 def test_every_benchmark_script_imports_as_a_module(name):
     if name == "torch_maml_reference":
         pytest.importorskip("torch")
     module = load_benchmark(name)
-    assert callable(getattr(module, "main", None)) or name == "rl2_tables"
+    assert callable(getattr(module, "main", None))
 
 
 @pytest.mark.parametrize("name, argv, expected", [
