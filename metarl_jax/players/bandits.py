@@ -30,7 +30,6 @@ Bayes-optimal policy by dynamic programming over posterior counts).
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -45,6 +44,7 @@ from metarl_jax.envs.environment import require_positive
 from metarl_jax.families.meta_rl import bernoulli_bandits
 from metarl_jax.players.policy import (
     TrialPolicy,
+    dress_player,
     greedy_distribution,
     no_value,
     play_trial,
@@ -210,17 +210,7 @@ def _player(make_score: Callable[..., Score]) -> Callable[..., jax.Array]:
                              num_episodes=num_pulls, horizon=1)
         return rewards if per_pull else jnp.sum(rewards)
 
-    own = [p for p in inspect.signature(make_score).parameters.values()
-           if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    for f in (policy, player):
-        signature = inspect.signature(f)
-        common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
-        f.__signature__ = signature.replace(parameters=common + own)
-    player.__name__ = player.__qualname__ = make_score.__name__
-    player.__doc__ = make_score.__doc__
-    policy.__name__ = policy.__qualname__ = f"{make_score.__name__}.policy"
-    player.policy = policy
-    return player
+    return dress_player(player, policy, make_score)
 
 
 def sample_gamma(key: jax.Array, shape_parameter: jax.Array) -> jax.Array:

@@ -33,7 +33,6 @@ draws with: these players are for the RL² distribution.)
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -48,6 +47,7 @@ from metarl_jax.players.bandits import sample_gamma
 from metarl_jax.players.policy import (
     TrialPolicy,
     any_in_batch,
+    dress_player,
     greedy_distribution,
     no_value,
     play_trial,
@@ -364,17 +364,7 @@ def _player(make_plan: Callable[..., Plan]) -> Callable[..., jax.Array]:
         returns = jnp.sum(rewards.reshape(num_episodes, episode_length), axis=-1)
         return returns if per_episode else jnp.sum(returns)  # returns: [num_episodes]
 
-    own = [p for p in inspect.signature(make_plan).parameters.values()
-           if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    for f in (policy, player):
-        signature = inspect.signature(f)
-        common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
-        f.__signature__ = signature.replace(parameters=common + own)
-    player.__name__ = player.__qualname__ = make_plan.__name__
-    player.__doc__ = make_plan.__doc__
-    policy.__name__ = policy.__qualname__ = f"{make_plan.__name__}.policy"
-    player.policy = policy
-    return player
+    return dress_player(player, policy, make_plan)
 
 
 def _certainty_equivalence_plan(episode_length: int, bonus: Any = None) -> PlanFn:

@@ -18,7 +18,8 @@ still runs once per episode rather than at every step.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import inspect
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -100,3 +101,19 @@ def play_trial(env, policy: TrialPolicy, task: Any, key: jax.Array, *, num_episo
                       horizon=horizon, action_spec=action_spec(env.action_space(task)),
                       inputs=policy.inputs)
     return trial.reward.reshape(-1)
+
+
+def dress_player(player: Callable, policy: Callable, factory: Callable) -> Callable:
+    """``player`` (and ``player.policy = policy``) named and documented as ``factory``, with
+    ``factory``'s keyword-only hyperparameters in place of their ``**hyperparameters``."""
+    own = [p for p in inspect.signature(factory).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for f in (policy, player):
+        signature = inspect.signature(f)
+        common = list(signature.parameters.values())[:-1]  # all but **hyperparameters
+        f.__signature__ = signature.replace(parameters=common + own)
+    player.__name__ = player.__qualname__ = factory.__name__
+    player.__doc__ = factory.__doc__
+    policy.__name__ = policy.__qualname__ = f"{factory.__name__}.policy"
+    player.policy = policy
+    return player
