@@ -20,7 +20,8 @@ import argparse
 import os
 
 from metarl_jax.algorithms import maml
-from metarl_jax.training.adaptation import train_and_evaluate, write
+from metarl_jax.training.adaptation import (add_run_dir_argument, run_dir_of, train_and_evaluate,
+                                            write)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -32,10 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=int, default=200,
                         help="steps per trajectory (results of other horizons get an _h<N> stem)")
     parser.add_argument("--quick", action="store_true", help="10 iterations, smoke test")
-    parser.add_argument("--run-dir", default=None,
-                        help="the training run's directory (default: "
-                             "benchmarks/results/scratch/<stem>, replaced on every run); "
-                             "a --run-dir that holds a run is continued")
+    add_run_dir_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -56,8 +54,7 @@ def main(argv=None) -> list:
     args = parse_args(argv)
     iterations = 10 if args.quick else args.iterations
     stem = stem_of(args)
-    run_dir = args.run_dir or os.path.join(RESULTS, "scratch", stem)
-    resume = args.run_dir is not None and os.path.isfile(os.path.join(run_dir, "config.json"))
+    run_dir, resume = run_dir_of(args.run_dir, RESULTS, stem)
     results = train_and_evaluate("cartpole", config_of(args), iterations, eval_tasks=40,
                                  eval_steps=3, split=("test", "ood"), seed=args.seed,
                                  family_options={"random_push_direction": True},

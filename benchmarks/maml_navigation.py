@@ -30,7 +30,8 @@ import argparse
 import os
 
 from metarl_jax.algorithms import maml
-from metarl_jax.training.adaptation import train_and_evaluate, write
+from metarl_jax.training.adaptation import (add_run_dir_argument, run_dir_of, train_and_evaluate,
+                                            write)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -62,10 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "size per step, chosen on 100 train-split goals (not the test goals)")
     parser.add_argument("--no-tune", action="store_true", help="only the fixed --eval-lrs")
     parser.add_argument("--quick", action="store_true", help="20 iterations, smoke test")
-    parser.add_argument("--run-dir", default=None,
-                        help="the training run's directory (default: "
-                             "benchmarks/results/scratch/<stem>, replaced on every run); "
-                             "a --run-dir that holds a run is continued")
+    add_run_dir_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -99,8 +97,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     iterations = 20 if args.quick else args.iterations
     stem = stem_of(args)
-    run_dir = args.run_dir or os.path.join(RESULTS, "scratch", stem)
-    resume = args.run_dir is not None and os.path.isfile(os.path.join(run_dir, "config.json"))
+    run_dir, resume = run_dir_of(args.run_dir, RESULTS, stem)
     result = train_and_evaluate("navigation2d", config_of(args), iterations, eval_tasks=40,
                                 eval_steps=3, seed=args.seed,
                                 tune_lrs=None if args.no_tune else args.tune_lrs,

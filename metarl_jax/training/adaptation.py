@@ -37,6 +37,21 @@ from metarl_jax.training.runner import run_keys, train
 TUNING_KEY_INDEX = 4  # fold_in(PRNGKey(seed), 4): not one of run_keys' four
 
 
+def add_run_dir_argument(parser) -> None:
+    """The ``--run-dir`` flag of the MAML benchmark scripts."""
+    parser.add_argument("--run-dir", default=None,
+                        help="the training run's directory (default: "
+                             "benchmarks/results/scratch/<stem>, replaced on every run); "
+                             "a --run-dir that holds a run is continued")
+
+
+def run_dir_of(run_dir: str | None, results: str | Path, stem: str) -> tuple[str, bool]:
+    """``(run directory, resume)``: ``run_dir`` (continued when it holds a run) or a
+    scratch directory under ``results`` that is replaced."""
+    path = run_dir or str(Path(results) / "scratch" / stem)
+    return path, run_dir is not None and (Path(path) / "config.json").is_file()
+
+
 def summarize(curves: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
     """``{name: [tasks, K+1]}`` -> ``{name: {"mean": [K+1], "ci95": [K+1]}}``."""
     return {name: mean_and_ci95(per_task) for name, per_task in curves.items()}
