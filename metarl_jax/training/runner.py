@@ -40,7 +40,7 @@ import shutil
 import time
 import types
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +68,7 @@ IDENTITY_KEYS = ("algorithm", "algorithm_config", "family", "family_options", "s
 SETTINGS_VERSION = 2
 # progress_fn(iteration, metrics): metrics are the training metrics of that iteration,
 # "elapsed_s" (training seconds so far) and, after an evaluation, "eval/<curve>_<x>_mean"...
-ProgressFn = Any
+ProgressFn = Callable[[int, dict[str, float]], None]
 
 
 class RunDirectoryError(ValueError):
