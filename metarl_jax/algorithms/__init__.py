@@ -14,6 +14,7 @@ from types import ModuleType
 ALGORITHMS = {
     "maml": "metarl_jax.algorithms.maml",
     "rl2": "metarl_jax.algorithms.rl2",
+    "varibad": "metarl_jax.algorithms.varibad",
 }
 
 

@@ -69,9 +69,9 @@ from metarl_jax.core.rollout import (MetaInputs, TrialBatch, episode_returns, ru
 from metarl_jax.nn import memory
 from metarl_jax.nn.memory import MEMORIES, GRUActorCritic, TransformerActorCritic
 from metarl_jax.nn.spaces import action_spec
-from metarl_jax.rl.losses import ppo_clip_loss
+from metarl_jax.rl.losses import actor_critic_ppo_loss
 from metarl_jax.rl.ppo import ppo_update
-from metarl_jax.rl.returns import gae, masked_mean, normalize_advantages
+from metarl_jax.rl.returns import trial_gae
 from metarl_jax.sharding import check_divisible, shard_tasks
 from metarl_jax.utils import (check_bool, check_choice, check_in_unit_interval,
                               check_non_negative, check_positive, check_positive_int,
@@ -276,35 +276,16 @@ def make(config: Config, family, mesh=None) -> Learner:
         against the GAE returns, and ``entropy_coef`` times the entropy bonus.
         """
         dist, value = sequence(params, hidden, inputs)
-        log_prob = dist.log_prob(action)
-        policy_loss = ppo_clip_loss(log_prob, old_log_prob, advantages, valid, config.clip_eps)
-        value_loss = 0.5 * masked_mean(jnp.square(value - returns), valid)
-        entropy = masked_mean(dist.entropy(), valid)
-        total = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
-        log_ratio = log_prob - old_log_prob
-        aux = {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "approx_kl": masked_mean(jnp.expm1(log_ratio) - log_ratio, valid),
-            "clip_fraction": masked_mean(jnp.abs(log_ratio) > jnp.log1p(config.clip_eps),
-                                         valid),
-        }
-        return total, aux
+        return actor_critic_ppo_loss(dist, value, action, old_log_prob, advantages, returns,
+                                     valid, clip_eps=config.clip_eps,
+                                     value_coef=config.value_coef,
+                                     entropy_coef=config.entropy_coef)
 
     def trial_advantages(trials: TrialBatch):
         """GAE over each whole trial, ``[B, K * C]``: cut only at the trial's end."""
-        valid = trials.flat(trials.valid)
-        value = trials.flat(trials.value)
-        next_value = jnp.concatenate([value[:, 1:], jnp.zeros_like(value[:, :1])], axis=1)
-        next_valid = jnp.concatenate([valid[:, 1:], jnp.zeros_like(valid[:, :1])], axis=1)
-        trial_end = valid & ~next_valid
         reward = trials.flat(trials.learning_reward) * config.reward_scale
-        adv, returns = gae(reward, value, next_value, trial_end, valid,
-                           config.gamma, config.gae_lambda)
-        if config.normalize_advantages:
-            adv = normalize_advantages(adv, valid)
-        return adv, returns
+        return trial_gae(reward, trials.flat(trials.value), trials.flat(trials.valid),
+                         config.gamma, config.gae_lambda, config.normalize_advantages)
 
     def init(key: jax.Array) -> RL2State:
         """Initial network parameters and optimiser state."""

@@ -7,6 +7,7 @@ from metarl_jax.envs.bandit import (
     GaussianBandit,
     GaussianBanditParams,
 )
+from metarl_jax.envs.gridnavi import GridNavi, GridNaviParams, GridNaviState, goal_cells
 from metarl_jax.envs.navigation import Navigation2D, NavigationParams, NavigationState
 from metarl_jax.envs.tabular_mdp import TabularMDP, TabularMDPParams, TabularMDPState
 from metarl_jax.envs.gymnax_adapter import GymnaxEnvironment, as_environment

@@ -4,6 +4,7 @@
   (Duan et al. 2016, Sec. 4.1).
 * ``tabular-mdp``: RL²'s random MDPs (Duan et al. 2016, Sec. 4.2).
 * ``navigation2d``: MAML's point navigation (Finn et al. 2017, Sec. 5.3).
+* ``gridnavi``: VariBAD's grid navigation (Zintgraf et al. 2020, Sec. 5.1).
 * ``acrobot``: gymnax ``Acrobot-v1`` with varied link masses, through
   :func:`~metarl_jax.envs.gymnax_adapter.from_gymnax`.
 
@@ -21,6 +22,7 @@ from gymnax.environments.classic_control.acrobot import EnvParams as AcrobotPara
 
 from metarl_jax.envs.bandit import BernoulliBandit, GaussianBandit
 from metarl_jax.envs.environment import require_positive
+from metarl_jax.envs.gridnavi import GridNavi, goal_cells
 from metarl_jax.envs.navigation import Navigation2D
 from metarl_jax.envs.tabular_mdp import TabularMDP
 from metarl_jax.tasks import TaskFamily, from_gymnax, register, uniform_params_sampler
@@ -182,6 +184,34 @@ def tabular_mdp(states: int = 10, actions: int = 5, episode_length: int = 10) ->
             }
         },
         description=f"RL² random MDPs, |S|={states}, |A|={actions}, T={episode_length}",
+    )
+
+
+@register("gridnavi")
+def gridnavi(size: int = 5, episode_length: int = 15) -> TaskFamily:
+    """VariBAD's GridNavi: the goal uniform over the cells other than the start and its
+    neighbours (21 on the paper's 5 x 5 grid), 15-step episodes (Zintgraf et al. 2020).
+
+    Train and test goals come from the same finite set (separate key streams):
+    with 21 goals, held-out *draws* are what a test split can offer; no split is
+    out of range.
+    """
+    env = GridNavi(size, episode_length)  # raises for size < 3 or episode_length < 1
+    cells = jnp.asarray(goal_cells(size))
+    params = env.default_params
+
+    def sample_fn(key, split):
+        del split  # test tasks come from a separate key stream
+        return params.replace(goal=cells[jax.random.randint(key, (), 0, cells.shape[0])])
+
+    return TaskFamily(
+        name="gridnavi",
+        env=env,
+        sample_fn=sample_fn,
+        ranges={"train": {"goal": f"uniform over the {cells.shape[0]} cells of the {size}x{size} "
+                                  "grid other than (0, 0) and its neighbours"}},
+        description=f"VariBAD GridNavi, {size}x{size}, goal uniform over {cells.shape[0]} cells, "
+                    f"{episode_length}-step episodes",
     )
 
 

@@ -8,9 +8,10 @@ are pure functions of arrays shaped ``[..., T]`` with a ``valid`` mask.
 """
 
 from metarl_jax.rl.baselines import linear_baseline_features, linear_feature_baseline
-from metarl_jax.rl.losses import dice_loss, magic_box, mean_kl, ppo_clip_loss, vpg_loss
+from metarl_jax.rl.losses import actor_critic_ppo_loss, dice_loss, magic_box, mean_kl, ppo_clip_loss, vpg_loss
 from metarl_jax.rl.ppo import ppo_update
-from metarl_jax.rl.returns import discounted_returns, gae, masked_mean, normalize_advantages
+from metarl_jax.rl.returns import (discounted_returns, gae, masked_mean, normalize_advantages,
+                                   trial_gae)
 from metarl_jax.rl.trpo import (
     conjugate_gradient,
     gauss_newton_fvp,
@@ -19,6 +20,7 @@ from metarl_jax.rl.trpo import (
 )
 
 __all__ = [
+    "actor_critic_ppo_loss",
     "conjugate_gradient",
     "dice_loss",
     "discounted_returns",
@@ -32,6 +34,7 @@ __all__ = [
     "normalize_advantages",
     "ppo_clip_loss",
     "ppo_update",
+    "trial_gae",
     "trpo_step",
     "gauss_newton_fvp",
     "vpg_loss",

@@ -152,3 +152,31 @@ def mean_kl(old_dist, new_dist, valid: jax.Array) -> jax.Array:
     kl = jax.lax.stop_gradient(old_dist).kl(new_dist)
     check_same_shape(kl=kl, valid=valid)
     return masked_mean(kl, valid)
+
+
+def actor_critic_ppo_loss(dist, value: jax.Array, action: jax.Array, old_log_prob: jax.Array,
+                          advantages: jax.Array, returns: jax.Array, valid: jax.Array, *,
+                          clip_eps: float, value_coef: float, entropy_coef: float):
+    """PPO's actor-critic objective on the outputs of a policy (Schulman et al. 2017, eq. 9).
+
+    ``dist`` and ``value`` are the current policy's outputs at the steps where
+    ``action`` was taken (batch shape ``[..., T]``); returns ``(loss, aux)``:
+    the clipped surrogate (:func:`ppo_clip_loss`) plus ``value_coef`` times
+    half the squared error of ``value`` against ``returns``, minus
+    ``entropy_coef`` times the entropy, and in ``aux`` each term with the
+    approximate KL to the behaviour policy and the fraction of clipped ratios.
+    """
+    log_prob = dist.log_prob(action)
+    policy_loss = ppo_clip_loss(log_prob, old_log_prob, advantages, valid, clip_eps)
+    value_loss = 0.5 * masked_mean(jnp.square(value - returns), valid)
+    entropy = masked_mean(dist.entropy(), valid)
+    total = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    log_ratio = log_prob - old_log_prob
+    aux = {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": masked_mean(jnp.expm1(log_ratio) - log_ratio, valid),
+        "clip_fraction": masked_mean(jnp.abs(log_ratio) > jnp.log1p(clip_eps), valid),
+    }
+    return total, aux

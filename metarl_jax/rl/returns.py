@@ -149,3 +149,23 @@ def normalize_advantages(adv: jax.Array, valid: jax.Array, eps: float = 1e-8) ->
     centred = jnp.where(valid, adv - mean, 0.0)
     std = jnp.sqrt(masked_mean(jnp.square(centred), valid))
     return centred / (std + eps)
+
+
+def trial_gae(rewards: jax.Array, values: jax.Array, valid: jax.Array, gamma: float,
+              gae_lambda: float, normalize: bool = True) -> tuple[jax.Array, jax.Array]:
+    """GAE over whole trials ``[B, T]``: bootstrapping is cut only at each trial's end.
+
+    The trial is the "episode" of a meta-learner that adapts inside it (RL²,
+    Duan et al. 2016, Sec. 2.2; VariBAD's BAMDP): the inner episode
+    boundaries are ordinary steps, and nothing follows the trial's last
+    valid step. With ``normalize`` the advantages are normalised over the
+    valid steps of the whole batch (:func:`normalize_advantages`).
+    """
+    check_same_shape(rewards=rewards, values=values, valid=valid)
+    valid = jnp.asarray(valid, bool)
+    next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
+    trial_end = valid & ~_continues(valid)
+    adv, returns = gae(rewards, values, next_values, trial_end, valid, gamma, gae_lambda)
+    if normalize:
+        adv = normalize_advantages(adv, valid)
+    return adv, returns

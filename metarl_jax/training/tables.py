@@ -66,8 +66,9 @@ def train_rl2(config: rl2.Config, family: str | task_families.TaskFamily, iterat
               family_options: Mapping[str, Any] | None = None, resume: bool = False,
               checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
               eval_every: int = 0, eval_num_tasks: int = RUNNER_EVAL_TASKS,
-              log: Callable[[str], Any] | None = print) -> TrainedCell:
-    """Meta-train RL² with :func:`~metarl_jax.training.runner.train` in ``run_dir``.
+              log: Callable[[str], Any] | None = print,
+              algorithm: str = "rl2") -> TrainedCell:
+    """Meta-train RL² (or another trial learner, ``algorithm``: ``"varibad"``) with :func:`~metarl_jax.training.runner.train` in ``run_dir``.
 
     At most ``iterations`` iterations and ``minutes`` of training time (the
     runner's ``time_budget_s``; ``None``: no budget); a line through ``log``
@@ -82,7 +83,7 @@ def train_rl2(config: rl2.Config, family: str | task_families.TaskFamily, iterat
     they cover every segment of a resumed run.
     """
     progress = Progress(_progress_line, every=10, total=iterations, print_fn=log)
-    run = train("rl2", config, family, run_dir, family_options=family_options, seed=seed,
+    run = train(algorithm, config, family, run_dir, family_options=family_options, seed=seed,
                 num_iterations=iterations, eval_every=eval_every,
                 checkpoint_every=checkpoint_every, eval_num_tasks=eval_num_tasks, quiet=True,
                 resume=resume, overwrite=not resume,

@@ -1,0 +1,126 @@
+"""VariBAD on GridNavi beside RL² at equal env steps and the exact reference players.
+
+Zintgraf et al. 2020, Sec. 5.1: a 5 x 5 grid, 15-step episodes, trials of 4
+episodes, the goal uniform over 21 cells. This script
+
+* trains VariBAD (``metarl_jax.algorithms.varibad``, the reference's GridNavi
+  settings with PPO) with the library's runner for ``--minutes`` of training
+  time, then RL² (GRU 64 on the same inputs, PPO) for the same number of env
+  steps;
+* plays both on ``--instances`` held-out goals (the test split) and the
+  reference players (``metarl_jax.players.gridnavi``: random, the
+  belief-greedy player, the exact Bayes-optimal policy, the known-goal oracle)
+  on exactly those goals;
+* writes the return of each episode 1-4 and of the trial (mean ± one standard
+  error over goals), the exact Bayes-optimal value, env steps, training time
+  and env steps per second of both learners into
+  ``benchmarks/results/varibad_gridnavi.json``.
+
+Usage::
+
+    python benchmarks/varibad_gridnavi.py [--minutes 12] [--size 5]
+    python benchmarks/varibad_gridnavi.py --quick     # a 3 x 3 grid, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax
+import numpy as np
+
+import metarl_jax
+from metarl_jax.algorithms import rl2, varibad
+from metarl_jax.players import gridnavi
+from metarl_jax.training.report import machine_description, mean_and_se, update_json
+from metarl_jax.training.tables import default_scratch, train_rl2
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PLAYERS = ("random", "belief_greedy", "bayes_optimal", "known_goal")
+
+
+def varibad_config(quick: bool) -> varibad.Config:
+    return varibad.Config(meta_batch_size=64)
+
+
+def rl2_config(quick: bool) -> rl2.Config:
+    """RL² with the encoder's memory size (GRU 64), the policy's heads, the same PPO."""
+    return rl2.Config(trial_episodes=4, meta_batch_size=64, hidden_size=64,
+                      head_hidden_sizes=(32, 32), num_epochs=2, num_minibatches=4,
+                      learning_rate=7e-4, max_grad_norm=0.5, gamma=0.95, gae_lambda=0.95,
+                      clip_eps=0.1, entropy_coef=0.05)
+
+
+def summary(per_episode: np.ndarray) -> dict:
+    return {"per_episode": [mean_and_se(per_episode[:, i]) for i in range(per_episode.shape[1])],
+            "trial": mean_and_se(per_episode.sum(axis=1))}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=12.0,
+                        help="VariBAD's training time (RL² gets its env steps)")
+    parser.add_argument("--iterations", type=int, default=100_000)
+    parser.add_argument("--size", type=int, default=5)
+    parser.add_argument("--episode-length", type=int, default=15)
+    parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="3 x 3 grid, 6-step episodes")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.episode_length, args.minutes = 3, 6, min(args.minutes, 0.5)
+    out = args.out or os.path.join(RESULTS, "varibad_gridnavi_quick.json" if args.quick
+                                   else "varibad_gridnavi.json")
+    scratch = default_scratch(RESULTS, out)
+    options = {"size": args.size, "episode_length": args.episode_length}
+    family = metarl_jax.make("gridnavi", **options)
+    goals = family.sample(jax.random.PRNGKey(args.seed), args.instances, "test")
+    play_key, eval_key = jax.random.split(jax.random.PRNGKey(args.seed + 7))
+    episodes = 4
+    rows = {}
+    for name, key in zip(PLAYERS, jax.random.split(play_key, len(PLAYERS))):
+        rows[name] = summary(np.asarray(gridnavi.evaluate(
+            name, goals, key, size=args.size, episode_length=args.episode_length,
+            num_episodes=episodes)))
+    exact = gridnavi.bayes_optimal_plan(args.size, args.episode_length, episodes)
+
+    records = {}
+    vb_config = varibad_config(args.quick)
+    vb = train_rl2(vb_config, "gridnavi", args.iterations, args.minutes, args.seed,
+                   run_dir=scratch / "varibad", family_options=options, algorithm="varibad")
+    steps_per_iteration = vb_config.meta_batch_size * episodes * args.episode_length
+    r_config = rl2_config(args.quick)
+    rl = train_rl2(r_config, "gridnavi", max(1, round(vb.env_steps / steps_per_iteration)),
+                   None, args.seed, run_dir=scratch / "rl2", family_options=options)
+    for name, trained, module, config in (("varibad", vb, varibad, vb_config),
+                                          ("rl2", rl, rl2, r_config)):
+        curve = jax.jit(module.make(config, family).evaluate)(trained.state, goals, eval_key)
+        rows[name] = summary(np.asarray(curve[name]))
+        records[name] = {"config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+                         "iterations": trained.iterations, "env_steps": trained.env_steps,
+                         "train_s": trained.train_s, "compile_s": trained.compile_s,
+                         "env_steps_per_s": trained.env_steps / max(trained.train_s, 1e-9)}
+    result = {
+        "setting": {"size": args.size, "episode_length": args.episode_length,
+                    "trial_episodes": episodes, "instances": args.instances,
+                    "goal_cells": int(len(metarl_jax.envs.goal_cells(args.size)))},
+        "bayes_optimal_exact": exact.value,
+        "returns": rows,
+        "training": records,
+        "varibad_fraction_of_bayes_optimal": rows["varibad"]["trial"]["mean"] / exact.value,
+        "reference_budget_frames": 2e7,
+        "machine": machine_description(),
+        "quick": args.quick,
+    }
+    update_json(out, result)
+    for name, row in rows.items():
+        print(f"{name:>14}: trial {row['trial']['mean']:.3f} ± {row['trial']['se']:.3f}  "
+              + " ".join(f"{e['mean']:.2f}" for e in row["per_episode"]))
+    print(f"exact Bayes-optimal trial return {exact.value:.4f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
