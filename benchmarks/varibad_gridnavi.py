@@ -7,7 +7,8 @@ episodes, the goal uniform over 21 cells. This script
   settings with PPO) with the library's runner for ``--minutes`` of training
   time, then RL² (GRU 64 on the same inputs, PPO) for the same number of env
   steps;
-* plays both on ``--instances`` held-out goals (the test split) and the
+* plays both, sampling their actions (as trained) and by their most likely
+  action ("mode"), on ``--instances`` held-out goals (the test split) and the
   reference players (``metarl_jax.players.gridnavi``: random, the
   belief-greedy player, the exact Bayes-optimal policy, the known-goal oracle)
   on exactly those goals;
@@ -20,11 +21,13 @@ Usage::
 
     python benchmarks/varibad_gridnavi.py [--minutes 12] [--size 5]
     python benchmarks/varibad_gridnavi.py --quick     # a 3 x 3 grid, about a minute
+    python benchmarks/varibad_gridnavi.py --reuse-runs  # evaluate the last runs again
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import jax
@@ -33,7 +36,8 @@ import numpy as np
 import metarl_jax
 from metarl_jax.algorithms import rl2, varibad
 from metarl_jax.players import gridnavi
-from metarl_jax.training.report import machine_description, mean_and_se, update_json
+from metarl_jax.training.report import machine_description, mean_and_se, read_json, update_json
+from metarl_jax.training.runner import load_run
 from metarl_jax.training.tables import default_scratch, train_rl2
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -68,6 +72,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="3 x 3 grid, 6-step episodes")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="evaluate the runs the last invocation trained (same flags) "
+                             "instead of training again; training records are kept")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.episode_length, args.minutes = 3, 6, min(args.minutes, 0.5)
@@ -86,22 +93,30 @@ def main(argv=None) -> dict:
             num_episodes=episodes)))
     exact = gridnavi.bayes_optimal_plan(args.size, args.episode_length, episodes)
 
-    records = {}
-    vb_config = varibad_config(args.quick)
-    vb = train_rl2(vb_config, "gridnavi", args.iterations, args.minutes, args.seed,
-                   run_dir=scratch / "varibad", family_options=options, algorithm="varibad")
-    steps_per_iteration = vb_config.meta_batch_size * episodes * args.episode_length
-    r_config = rl2_config(args.quick)
-    rl = train_rl2(r_config, "gridnavi", max(1, round(vb.env_steps / steps_per_iteration)),
-                   None, args.seed, run_dir=scratch / "rl2", family_options=options)
-    for name, trained, module, config in (("varibad", vb, varibad, vb_config),
-                                          ("rl2", rl, rl2, r_config)):
-        curve = jax.jit(module.make(config, family).evaluate)(trained.state, goals, eval_key)
-        rows[name] = summary(np.asarray(curve[name]))
-        records[name] = {"config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-                         "iterations": trained.iterations, "env_steps": trained.env_steps,
-                         "train_s": trained.train_s, "compile_s": trained.compile_s,
-                         "env_steps_per_s": trained.env_steps / max(trained.train_s, 1e-9)}
+    vb_config, r_config = varibad_config(args.quick), rl2_config(args.quick)
+    if args.reuse_runs:
+        records = read_json(out)["training"]
+        states = {name: load_run(scratch / name).state for name in ("varibad", "rl2")}
+    else:
+        records, states = {}, {}
+        vb = train_rl2(vb_config, "gridnavi", args.iterations, args.minutes, args.seed,
+                       run_dir=scratch / "varibad", family_options=options,
+                       algorithm="varibad")
+        steps_per_iteration = vb_config.meta_batch_size * episodes * args.episode_length
+        rl = train_rl2(r_config, "gridnavi", max(1, round(vb.env_steps / steps_per_iteration)),
+                       None, args.seed, run_dir=scratch / "rl2", family_options=options)
+        for name, trained, config in (("varibad", vb, vb_config), ("rl2", rl, r_config)):
+            states[name] = trained.state
+            records[name] = {
+                "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+                "iterations": trained.iterations, "env_steps": trained.env_steps,
+                "train_s": trained.train_s, "compile_s": trained.compile_s,
+                "env_steps_per_s": trained.env_steps / max(trained.train_s, 1e-9)}
+    for name, module, config in (("varibad", varibad, vb_config), ("rl2", rl2, r_config)):
+        for policy, suffix in (("sample", ""), ("mode", "_mode")):
+            learner = module.make(dataclasses.replace(config, eval_policy=policy), family)
+            curve = jax.jit(learner.evaluate)(states[name], goals, eval_key)
+            rows[name + suffix] = summary(np.asarray(curve[name]))
     result = {
         "setting": {"size": args.size, "episode_length": args.episode_length,
                     "trial_episodes": episodes, "instances": args.instances,

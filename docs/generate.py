@@ -739,6 +739,88 @@ def rl2_cartpole_headline() -> tuple[str, str]:
             f"(ood {mse(ood['last_minus_first'], 1, True)})")
 
 
+# -- VariBAD on GridNavi ------------------------------------------------------------------------
+
+GRIDNAVI_ROWS = [("random", "random"), ("rl2", "RL² (sampling, as trained)"),
+                 ("rl2_mode", "RL² (most likely action)"),
+                 ("varibad", "VariBAD (sampling, as trained)"),
+                 ("varibad_mode", "VariBAD (most likely action)"),
+                 ("belief_greedy", "belief-greedy player (exact belief)"),
+                 ("bayes_optimal", "Bayes-optimal policy (exact plan), played"),
+                 ("known_goal", "known-goal oracle")]
+
+
+GRIDNAVI_KEY_FIELDS = ("latent_dim", "encoder_hidden_size", "hidden_size", "meta_batch_size",
+                       "learning_rate", "entropy_coef", "gamma")
+
+
+def varibad_gridnavi_table() -> str:
+    data = load("varibad_gridnavi.json")
+    exact = data["bayes_optimal_exact"]
+    rows = []
+    for key, label in GRIDNAVI_ROWS:
+        row = data["returns"][key]
+        rows.append([label] + [mse(e, 2) for e in row["per_episode"]] + [mse(row["trial"], 2),
+                     f"{100 * row['trial']['mean'] / exact:.1f}%"])
+    rows.append(["exact Bayes-optimal value (planner)", "", "", "", "", num(exact, 2), "100%"])
+    setting = data["setting"]
+    caption = (f"{setting['size']}x{setting['size']} grid, {setting['episode_length']}-step "
+               f"episodes, {setting['trial_episodes']} per trial, {setting['instances']:,} "
+               f"held-out goals (test split; {setting['goal_cells']} goal cells); mean return "
+               "± one standard error over goals, every row on the same goals.")
+    return caption + "\n\n" + table(
+        ["player", "episode 1", "episode 2", "episode 3", "episode 4", "trial",
+         "of Bayes-optimal"], rows, "lrrrrrr")
+
+
+def varibad_gridnavi_runs() -> str:
+    data = load("varibad_gridnavi.json")
+    rows = []
+    for key, label in (("varibad", "VariBAD"), ("rl2", "RL²")):
+        run = data["training"][key]
+        rows.append([label, f"{run['iterations']:,}", thousands(run["env_steps"]),
+                     minutes(run["train_s"]), rate(run["env_steps_per_s"]),
+                     ", ".join(f"{f}={run['config'][f]}" for f in GRIDNAVI_KEY_FIELDS
+                               if f in run["config"])])
+    ratio_line = (f"Env steps used: {data['training']['varibad']['env_steps'] / data['reference_budget_frames']:.2f}"
+                  " times the reference repository's budget. "
+                  f"Env steps per second during training, VariBAD / RL²: "
+                  f"{ratio(data['training']['varibad']['env_steps_per_s'], data['training']['rl2']['env_steps_per_s'])}; "
+                  f"the reference repository's budget is {data['reference_budget_frames']:.0e} frames. "
+                  "Other jobs shared the 2 cores during about the first half of the VariBAD "
+                  "run, so its rate is a lower bound.")
+    return (table(["learner", "iterations", "env steps", "training", "env steps / s",
+                   "config (key fields)"], rows, "lrrrrl")
+            + "\n\n" + ratio_line + "\n\n" + machines([("varibad_gridnavi.json", data)]))
+
+
+def varibad_bandits_table() -> str:
+    data = load("varibad_bandits.json")
+    rows = []
+    for key, cell in data["cells"].items():
+        rows.append([key, mse(cell["varibad"], 2), mse(cell["rl2"], 2) if cell["rl2"] else "—",
+                     mse(cell["bayes_optimal"], 2) if cell["bayes_optimal"] else "—",
+                     minutes(cell["train_s"]),
+                     minutes(cell["rl2_train_s"]) if cell.get("rl2_train_s") else "—"])
+    return ("Total reward over the same held-out instances (RL² and Bayes-optimal from "
+            "`rl2_bandits.json`), mean ± one standard error.\n\n"
+            + table(["n,k", "VariBAD", "RL²", "Bayes-optimal", "VariBAD training",
+                     "RL² training"], rows, "lrrrrr")
+            + "\n\n" + machines([("varibad_bandits.json", data)]))
+
+
+def varibad_gridnavi_headline() -> tuple[str, str]:
+    data = load("varibad_gridnavi.json")
+    vb, r2 = data["returns"]["varibad"]["trial"], data["returns"]["rl2"]["trial"]
+    exact = data["bayes_optimal_exact"]
+    steps = thousands(data["training"]["varibad"]["env_steps"])
+    best = max(data["returns"]["varibad"]["trial"]["mean"],
+               data["returns"]["varibad_mode"]["trial"]["mean"])
+    return (f"VariBAD trial return {mse(vb, 2)} ({100 * best / exact:.1f}% of Bayes-optimal at "
+            f"best), RL² {mse(r2, 2)}, both {steps} env steps",
+            f"exact Bayes-optimal {num(exact, 2)}; paper budget 2e7 frames")
+
+
 # -- headline table (README, docs/index.md, docs/results/index.md) ------------------------------
 
 HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
@@ -752,6 +834,8 @@ HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
     ("RL² on CartPole trials", "rl2_cartpole", "rl2_mdp.py --cartpole", rl2_cartpole_headline),
     ("RL² MDP imitation diagnostic", "rl2_mdp_imitation", "rl2_mdp_imitation.py",
      rl2_imitation_headline),
+    ("VariBAD on GridNavi (Zintgraf et al. 2020)", "varibad_gridnavi", "varibad_gridnavi.py",
+     varibad_gridnavi_headline),
     ("Reference players, Tables 1 and 2", "baselines_tables", "baselines_tables.py",
      baselines_headline),
     ("Environment throughput", "env_throughput", "env_throughput.py", env_throughput_headline),
@@ -949,6 +1033,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/cli.md", "run-directory", run_directory),
     ("docs/algorithms/maml.md", "config", config_table("maml")),
     ("docs/algorithms/rl2.md", "config", config_table("rl2")),
+    ("docs/algorithms/varibad.md", "config", config_table("varibad")),
     results_block("maml_navigation", "summary", maml_navigation_summary, NAV_FILES),
     results_block("maml_navigation", "curves", maml_navigation_curves, NAV_FILES),
     results_block("maml_navigation", "runs", maml_navigation_runs, NAV_FILES),
@@ -975,6 +1060,9 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   ["rl2_mdp.json", "rl2_mdp_transformer.json"]),
     results_block("rl2_cartpole", "episodes", rl2_cartpole_episodes, ["rl2_cartpole.json"]),
     results_block("rl2_cartpole", "runs", rl2_cartpole_runs, ["rl2_cartpole.json"]),
+    results_block("varibad_gridnavi", "table", varibad_gridnavi_table, ["varibad_gridnavi.json"]),
+    results_block("varibad_gridnavi", "runs", varibad_gridnavi_runs, ["varibad_gridnavi.json"]),
+    results_block("varibad_gridnavi", "bandits", varibad_bandits_table, ["varibad_bandits.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
 ]
 

@@ -371,3 +371,18 @@ def test_published_tables_have_a_value_per_column_and_rl2():
     assert published.published_row(published.MDP_COLUMNS, ()) == {}
     with pytest.raises(ValueError):
         published.published_row(("a",), (1.0, 2.0, 3.0))
+
+
+def test_varibad_gridnavi_trains_both_learners_at_equal_env_steps(tmp_path):
+    bench = load_benchmark("varibad_gridnavi")
+    out = tmp_path / "gridnavi.json"
+    result = bench.main(["--quick", "--iterations", "3", "--instances", "16", "--out", str(out)])
+    training = result["training"]
+    assert training["varibad"]["iterations"] == training["rl2"]["iterations"] == 3
+    assert training["varibad"]["env_steps"] == training["rl2"]["env_steps"] == 3 * 64 * 4 * 6
+    rows = result["returns"]
+    assert set(rows) == {"random", "belief_greedy", "bayes_optimal", "known_goal", "varibad",
+                         "varibad_mode", "rl2", "rl2_mode"}
+    assert all(len(row["per_episode"]) == 4 for row in rows.values())
+    assert result["bayes_optimal_exact"] == pytest.approx(14.76)
+    assert json.loads(out.read_text())["setting"]["size"] == 3
