@@ -53,6 +53,8 @@ class Trajectory:
       behaviour policy (zeros if the policy gives none)
     * ``next_obs``: ``[E, T, *obs_shape]``, observation after the step (the true
       final observation at the end of an episode, for bootstrapping)
+    * ``info``: ``{name: [E, T, ...]}``, the env's ``info`` entries the caller
+      asked for (``rollout(info_keys=...)``; empty by default)
     """
 
     obs: jax.Array
@@ -63,6 +65,7 @@ class Trajectory:
     valid: jax.Array
     log_prob: jax.Array
     next_obs: jax.Array
+    info: dict = dataclasses.field(default_factory=dict)
 
     @property
     def episode_returns(self) -> jax.Array:
@@ -91,6 +94,7 @@ def rollout(
     key: jax.Array,
     num_episodes: int,
     horizon: int,
+    info_keys: tuple[str, ...] = (),
 ) -> Trajectory:
     """Collect ``num_episodes`` episodes of ``horizon`` steps from one task.
 
@@ -103,6 +107,8 @@ def rollout(
       env_params: params of one task (no leading task axis).
       key: PRNG key; split internally, never reused.
       num_episodes, horizon: static sizes.
+      info_keys: entries of the env's step ``info`` to keep (``Trajectory.info``);
+        a ``KeyError`` names one the env does not report.
 
     Returns:
       :class:`Trajectory` with leading axes ``[num_episodes, horizon]``.
@@ -127,8 +133,11 @@ def rollout(
         )
         still_alive = alive & ~(terminated | truncated)
         final_obs = info.get("final_observation", next_obs)
+        missing = [name for name in info_keys if name not in info]
+        if missing:
+            raise KeyError(f"rollout: the env's info has no {missing} (it has {sorted(info)})")
         out = (obs, action, jnp.asarray(reward, jnp.float32), terminated, truncated,
-               alive, log_prob, final_obs)
+               alive, log_prob, final_obs, {name: info[name] for name in info_keys})
         return (next_obs, next_state, still_alive), out
 
     def scan_body(carry, inputs):

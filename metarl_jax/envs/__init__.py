@@ -9,6 +9,7 @@ from metarl_jax.envs.bandit import (
 )
 from metarl_jax.envs.gridnavi import GridNavi, GridNaviParams, GridNaviState, goal_cells
 from metarl_jax.envs.navigation import Navigation2D, NavigationParams, NavigationState
+from metarl_jax.envs.point_robot import PointRobot, PointRobotParams, PointRobotState
 from metarl_jax.envs.tabular_mdp import TabularMDP, TabularMDPParams, TabularMDPState
 from metarl_jax.envs.gymnax_adapter import GymnaxEnvironment, as_environment
 from metarl_jax.envs.cartpole import CartPole, CartPoleParams, CartPoleState

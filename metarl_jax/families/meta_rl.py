@@ -5,6 +5,8 @@
 * ``tabular-mdp``: RL²'s random MDPs (Duan et al. 2016, Sec. 4.2).
 * ``navigation2d``: MAML's point navigation (Finn et al. 2017, Sec. 5.3).
 * ``gridnavi``: VariBAD's grid navigation (Zintgraf et al. 2020, Sec. 5.1).
+* ``point-robot``, ``point-robot-sparse``: PEARL's point robot, dense and
+  sparse (Rakelly et al. 2019, Sec. 6 and Appendix).
 * ``acrobot``: gymnax ``Acrobot-v1`` with varied link masses, through
   :func:`~metarl_jax.envs.gymnax_adapter.from_gymnax`.
 
@@ -24,7 +26,9 @@ from metarl_jax.envs.bandit import BernoulliBandit, GaussianBandit
 from metarl_jax.envs.environment import require_positive
 from metarl_jax.envs.gridnavi import GridNavi, goal_cells
 from metarl_jax.envs.navigation import Navigation2D
+from metarl_jax.envs.point_robot import PointRobot
 from metarl_jax.envs.tabular_mdp import TabularMDP
+from metarl_jax.utils import check_positive
 from metarl_jax.tasks import TaskFamily, from_gymnax, register, uniform_params_sampler
 
 # MAML's goal square and the out-of-distribution square annulus around it
@@ -145,6 +149,72 @@ def navigation2d(max_steps_in_episode: int = 100, normalized_actions: bool = Fal
             "ood": {"goal": "uniform on 0.5 < max(|x|, |y|) <= 1"},
         },
         description="MAML 2D point navigation, goal ~ U[-0.5, 0.5]^2",
+    )
+
+
+# PEARL's point robot: dense goals on [-1, 1]^2, sparse goals on the upper unit half circle
+POINT_ROBOT_GOAL_HALF_WIDTH = 1.0
+POINT_ROBOT_OOD_HALF_WIDTH = 1.5
+
+
+@register("point-robot")
+def point_robot(max_steps_in_episode: int = 20) -> TaskFamily:
+    """PEARL's dense point robot: goals ~ U[-1, 1]^2, random starts, reward ``-d``.
+
+    oyster's ``point-robot`` (Rakelly et al. 2019): 20-step episodes, actions in
+    ``[-1, 1]^2`` moving the point by ``0.1 a``. The ``ood`` split draws goals from
+    the square annulus ``1 < max(|x|, |y|) <= 1.5`` around the training square.
+    """
+    require_positive("max_steps_in_episode", max_steps_in_episode, integer=True)
+    env = PointRobot(sparse=False)
+    params = env.default_params.replace(max_steps_in_episode=int(max_steps_in_episode))
+
+    def sample_fn(key, split):
+        if split == "ood":
+            goal = sample_square_annulus(key, POINT_ROBOT_GOAL_HALF_WIDTH,
+                                         POINT_ROBOT_OOD_HALF_WIDTH)
+        else:
+            goal = jax.random.uniform(key, (2,), jnp.float32, -POINT_ROBOT_GOAL_HALF_WIDTH,
+                                      POINT_ROBOT_GOAL_HALF_WIDTH)
+        return params.replace(goal=goal)
+
+    return TaskFamily(
+        name="point-robot", env=env, sample_fn=sample_fn,
+        ranges={"train": {"goal": (-1.0, 1.0)},
+                "ood": {"goal": "uniform on 1 < max(|x|, |y|) <= 1.5"}},
+        description="PEARL point robot, dense reward, goal ~ U[-1, 1]^2",
+    )
+
+
+@register("point-robot-sparse")
+def point_robot_sparse(max_steps_in_episode: int = 20, goal_radius: float = 0.2) -> TaskFamily:
+    """PEARL's sparse point robot: goals on the upper half of the unit circle.
+
+    oyster's ``sparse-point-robot`` (Rakelly et al. 2019): start at the origin,
+    reward ``1 - d`` within ``goal_radius`` of the goal and 0 elsewhere
+    (``info["dense_reward"]`` carries ``-d``), 20-step episodes. The reference
+    draws 100 goals at evenly spaced angles in ``[0, pi]`` and keeps 80 for
+    training and 20 for testing; here each split draws the angle uniformly from
+    ``[0, pi]`` (the same distribution, without the grid). The ``ood`` split's
+    goals are on the lower half circle, angle in ``(pi, 2 pi)``, which no
+    training goal is near.
+    """
+    require_positive("max_steps_in_episode", max_steps_in_episode, integer=True)
+    check_positive("goal_radius", goal_radius)
+    env = PointRobot(sparse=True)
+    params = env.default_params.replace(max_steps_in_episode=int(max_steps_in_episode),
+                                        goal_radius=float(goal_radius))
+
+    def sample_fn(key, split):
+        low = jnp.pi if split == "ood" else 0.0
+        angle = jax.random.uniform(key, (), jnp.float32, low, low + jnp.pi)
+        return params.replace(goal=jnp.stack([jnp.cos(angle), jnp.sin(angle)]))
+
+    return TaskFamily(
+        name="point-robot-sparse", env=env, sample_fn=sample_fn,
+        ranges={"train": {"goal angle": (0.0, float(np.pi))},
+                "ood": {"goal angle": (float(np.pi), float(2 * np.pi))}},
+        description="PEARL sparse point robot, goal on the unit half circle, radius 0.2",
     )
 
 

@@ -1,7 +1,7 @@
 """Networks: distributions, the MLP policy and value, memories, the action-space dispatch."""
 
 from metarl_jax.nn import memory
-from metarl_jax.nn.distributions import Categorical, DiagGaussian, Distribution
+from metarl_jax.nn.distributions import Categorical, DiagGaussian, Distribution, TanhGaussian
 from metarl_jax.nn.memory import GRUActorCritic, TransformerActorCritic
 from metarl_jax.nn.mlp import MLP, MLPPolicy, ValueNetwork, make_policy, policy_sample_fn
 from metarl_jax.nn.spaces import ActionSpec, action_spec
@@ -14,6 +14,7 @@ __all__ = [
     "GRUActorCritic",
     "MLP",
     "MLPPolicy",
+    "TanhGaussian",
     "TransformerActorCritic",
     "ValueNetwork",
     "action_spec",

@@ -5,7 +5,11 @@ They pass through ``jit``, ``vmap`` and ``lax.scan`` like any other pytree:
 * :class:`Categorical` for ``Discrete`` action spaces (actions int32 ``[...]``),
 * :class:`DiagGaussian` for 1-D ``Box`` action spaces (actions float32
   ``[..., action_dim]``), with a log standard deviation that broadcasts
-  against the mean (state-independent in every shipped policy).
+  against the mean (state-independent in every shipped policy);
+* :class:`TanhGaussian`, a diagonal Gaussian squashed by ``tanh`` into
+  ``(-1, 1)`` (SAC's policy, Haarnoja et al. 2018, Appendix C), sampled
+  with its log-density in one call because the density needs the
+  pre-squash sample.
 """
 
 from __future__ import annotations
@@ -110,6 +114,29 @@ class DiagGaussian(struct.PyTreeNode):
     def mode(self) -> jax.Array:
         """The mean, ``[..., d]``."""
         return self.mean
+
+
+class TanhGaussian(struct.PyTreeNode):
+    """``tanh(u)`` with ``u ~ N(mean, exp(log_std)^2)`` per coordinate of ``[..., d]``."""
+
+    mean: jax.Array
+    log_std: jax.Array
+
+    def sample_and_log_prob(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """A reparameterised sample ``[..., d]`` and its log-density ``[...]``.
+
+        ``log p(a) = log N(u) - sum_i log(1 - tanh(u_i)^2)``, the last term
+        written as ``2 (log 2 - u - softplus(-2u))`` so it stays finite where
+        ``tanh(u)`` rounds to +-1.
+        """
+        gaussian = DiagGaussian(self.mean, self.log_std)
+        u = gaussian.sample(key)
+        correction = jnp.sum(2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+        return jnp.tanh(u), gaussian.log_prob(u) - correction
+
+    def mode(self) -> jax.Array:
+        """``tanh(mean)``, the action a deterministic evaluation takes."""
+        return jnp.tanh(self.mean)
 
 
 Distribution = Categorical | DiagGaussian
