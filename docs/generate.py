@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MINUS = "\u2212"
@@ -821,6 +823,66 @@ def varibad_gridnavi_headline() -> tuple[str, str]:
             f"exact Bayes-optimal {num(exact, 2)}; paper budget 2e7 frames")
 
 
+# -- PEARL sample efficiency ---------------------------------------------------------------------
+
+
+def _pearl_reaches(history: list[dict], target: float) -> dict | None:
+    """The first evaluation whose last-episode (posterior) return reaches ``target``."""
+    return next((row for row in history if row["pearl"]["mean"][-1] >= target), None)
+
+
+def pearl_navigation_curve() -> str:
+    data = load("pearl_navigation2d.json")
+    history = data["history"]
+    # at most 12 rows, always the first and the last evaluation
+    keep = sorted(set(np.linspace(0, len(history) - 1, min(12, len(history))).round().astype(int)))
+    rows = []
+    for row in (history[i] for i in keep):
+        rows.append([f"{row['iteration']:,}", thousands(row["env_steps"]), minutes(row["train_s"])]
+                    + [pm(m, c, 1) for m, c in zip(row["pearl"]["mean"], row["pearl"]["ci95"])]
+                    + [pm(row["prior_z"]["mean"][-1], row["prior_z"]["ci95"][-1], 1)])
+    n = len(data["history"][0]["pearl"]["mean"])
+    caption = (f"{data['eval_tasks']} held-out goals (test split, the same at every row); "
+               "mean return ± 95% CI. Episode 1 samples z from the prior, later episodes from "
+               "the posterior of all context so far; `prior_z` never infers.")
+    return caption + "\n\n" + table(
+        ["iteration", "env steps", "training (min)"] + [f"episode {i + 1}" for i in range(n)]
+        + [f"prior_z, episode {n}"], rows, "l" + "r" * (n + 3))
+
+
+def pearl_navigation_comparison() -> str:
+    data = load("pearl_navigation2d.json")
+    maml = data.get("maml")
+    final = data["final"]
+    lines = [f"PEARL: {thousands(final['env_steps'])} env steps in {minutes(data['train_s'])} min "
+             f"({data['iterations']} iterations, {data['gradient_steps_per_s']:.0f} gradient "
+             f"steps / s, compile {data['compile_s']:.0f} s), last-episode return "
+             f"{pm(final['pearl']['mean'][-1], final['pearl']['ci95'][-1], 2)}."]
+    if maml:
+        target = maml["best_after_adaptation"]
+        reached = _pearl_reaches(data["history"], target)
+        lines.append(f"MAML-TRPO ({maml['source']}): best return after adaptation "
+                     f"{num(target, 2)} with {thousands(maml['env_steps'])} env steps.")
+        if reached:
+            lines.append(f"PEARL first reaches it at {thousands(reached['env_steps'])} env steps: "
+                         f"{maml['env_steps'] / reached['env_steps']:.0f}x fewer.")
+        else:
+            lines.append("PEARL does not reach it within this run.")
+    return " ".join(lines) + "\n\n" + machines([("pearl_navigation2d.json", data)])
+
+
+def pearl_navigation_headline() -> tuple[str, str]:
+    data = load("pearl_navigation2d.json")
+    final = data["final"]
+    ours = (f"PEARL {pm(final['pearl']['mean'][-1], final['pearl']['ci95'][-1], 1)} after "
+            f"{len(final['pearl']['mean']) - 1} episodes of context, "
+            f"{thousands(final['env_steps'])} env steps")
+    maml = data.get("maml")
+    reference = (f"MAML-TRPO {num(maml['best_after_adaptation'], 1)} with "
+                 f"{thousands(maml['env_steps'])} env steps" if maml else "—")
+    return ours, reference
+
+
 # -- headline table (README, docs/index.md, docs/results/index.md) ------------------------------
 
 HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
@@ -836,6 +898,8 @@ HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
      rl2_imitation_headline),
     ("VariBAD on GridNavi (Zintgraf et al. 2020)", "varibad_gridnavi", "varibad_gridnavi.py",
      varibad_gridnavi_headline),
+    ("PEARL on 2D navigation (Rakelly et al. 2019)", "pearl_navigation", "pearl_navigation.py",
+     pearl_navigation_headline),
     ("Reference players, Tables 1 and 2", "baselines_tables", "baselines_tables.py",
      baselines_headline),
     ("Environment throughput", "env_throughput", "env_throughput.py", env_throughput_headline),
@@ -1034,6 +1098,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/algorithms/maml.md", "config", config_table("maml")),
     ("docs/algorithms/rl2.md", "config", config_table("rl2")),
     ("docs/algorithms/varibad.md", "config", config_table("varibad")),
+    ("docs/algorithms/pearl.md", "config", config_table("pearl")),
     results_block("maml_navigation", "summary", maml_navigation_summary, NAV_FILES),
     results_block("maml_navigation", "curves", maml_navigation_curves, NAV_FILES),
     results_block("maml_navigation", "runs", maml_navigation_runs, NAV_FILES),
@@ -1063,6 +1128,9 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("varibad_gridnavi", "table", varibad_gridnavi_table, ["varibad_gridnavi.json"]),
     results_block("varibad_gridnavi", "runs", varibad_gridnavi_runs, ["varibad_gridnavi.json"]),
     results_block("varibad_gridnavi", "bandits", varibad_bandits_table, ["varibad_bandits.json"]),
+    results_block("pearl_navigation", "curve", pearl_navigation_curve, ["pearl_navigation2d.json"]),
+    results_block("pearl_navigation", "comparison", pearl_navigation_comparison,
+                  ["pearl_navigation2d.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
 ]
 

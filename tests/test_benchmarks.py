@@ -386,3 +386,15 @@ def test_varibad_gridnavi_trains_both_learners_at_equal_env_steps(tmp_path):
     assert all(len(row["per_episode"]) == 4 for row in rows.values())
     assert result["bayes_optimal_exact"] == pytest.approx(14.76)
     assert json.loads(out.read_text())["setting"]["size"] == 3
+
+
+def test_pearl_navigation_records_return_against_env_steps_beside_maml(tmp_path):
+    bench = load_benchmark("pearl_navigation")
+    out = tmp_path / "pearl.json"
+    result = bench.main(["--quick", "--eval-tasks", "4", "--out", str(out)])
+    row = result["final"]
+    assert row["env_steps"] > 0 and len(row["pearl"]["mean"]) == 3
+    assert set(row) >= {"pearl", "prior_z", "success_last_episode", "iteration"}
+    maml = result["maml"]
+    assert maml["env_steps"] == 200 * 20 * 20 * 100 * 2   # the recorded MAML run's budget
+    assert json.loads(out.read_text())["family"] == "navigation2d"

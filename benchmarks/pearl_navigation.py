@@ -1,0 +1,130 @@
+"""PEARL sample efficiency: held-out return against real environment steps.
+
+PEARL (``metarl_jax.algorithms.pearl``) is meta-trained on a family for a
+wall-clock budget and evaluated every ``--eval-every`` iterations on the same
+held-out tasks (test split, fixed key): the return of each episode of
+accumulated context (episode 1 with ``z`` from the prior, later ones by
+posterior sampling) and of the no-inference ``prior_z`` baseline. On
+``navigation2d`` MAML-TRPO's result (``benchmarks/results/maml_navigation.json``,
+the same family) is read back with the environment steps its run used, so the
+JSON holds both curves on one axis of real environment steps. Results:
+``benchmarks/results/pearl_<family>.json``.
+
+    python benchmarks/pearl_navigation.py [--family navigation2d] [--minutes 15]
+    python benchmarks/pearl_navigation.py --family point-robot-sparse --minutes 10
+    python benchmarks/pearl_navigation.py --quick          # a smoke run (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+
+import metarl_jax
+from metarl_jax.algorithms import pearl
+from metarl_jax.training.report import (machine_metadata, mean_and_ci95, read_json,
+                                        update_json)
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def config(family: str, quick: bool) -> pearl.Config:
+    """The reference's per-iteration schedule at CPU network sizes (64-64, 16 x 64 batches)."""
+    horizon = 100 if family == "navigation2d" else 20
+    fields = dict(num_train_tasks=40, encoder_hidden_sizes=(64, 64), hidden_sizes=(64, 64),
+                  num_initial_steps=2 * horizon, num_steps_prior=2 * horizon,
+                  num_extra_rl_steps_posterior=2 * horizon, num_tasks_sample=5,
+                  num_train_steps=500, meta_batch_size=16, batch_size=64,
+                  context_batch_size=64, replay_capacity=20_000, gamma=0.9,
+                  reward_scale=10.0, learn_alpha=True, eval_episodes=3)
+    if family == "point-robot-sparse":
+        # oyster's sparse-point-robot: critic on the dense reward, context on the sparse
+        # one, gamma 0.9, KL weight 1, more posterior collection, 5 exploration episodes
+        fields.update(critic_reward="dense", kl_weight=1.0, num_steps_prior=5 * horizon,
+                      num_steps_posterior=20 * horizon, num_extra_rl_steps_posterior=0,
+                      context_batch_size=256, eval_episodes=10, num_exploration_episodes=5)
+    if quick:
+        fields.update(num_train_tasks=6, num_train_steps=5, hidden_sizes=(16,),
+                      encoder_hidden_sizes=(16,), batch_size=16, context_batch_size=8,
+                      replay_capacity=1000)
+    return pearl.Config(**fields)
+
+
+def maml_reference() -> dict | None:
+    """MAML-TRPO on navigation2d from its results JSON, with the env steps it used."""
+    data = read_json(os.path.join(RESULTS, "maml_navigation.json"))
+    if not data:
+        return None
+    cfg = data["config"]
+    steps = (data["iterations"] * cfg["meta_batch_size"] * cfg["inner_episodes"]
+             * cfg["horizon"] * (cfg["num_inner_steps"] + 1))
+    curve = data["curves"]["maml"]
+    return {"env_steps": steps, "return_by_inner_step": curve,
+            "best_after_adaptation": max(curve["mean"][1:]),
+            "source": "benchmarks/results/maml_navigation.json"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="navigation2d")
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-tasks", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    out = args.out or os.path.join(RESULTS, f"pearl_{args.family.replace('-', '_')}.json")
+    family = metarl_jax.make(args.family)
+    cfg = config(args.family, args.quick)
+    learner = pearl.make(cfg, family)
+    tasks = family.sample(jax.random.PRNGKey(args.seed + 1), args.eval_tasks, "test")
+    eval_key = jax.random.PRNGKey(args.seed + 2)
+
+    tick = time.perf_counter()
+    init = jax.jit(learner.init).lower(jax.random.PRNGKey(args.seed)).compile()
+    state = init(jax.random.PRNGKey(args.seed))
+    update = jax.jit(learner.update).lower(state, jax.random.PRNGKey(0)).compile()
+    evaluate = jax.jit(learner.evaluate).lower(state, tasks, eval_key).compile()
+    compile_s = time.perf_counter() - tick
+
+    history, train_s, iteration = [], 0.0, 0
+    budget = 0.05 if args.quick else args.minutes * 60
+    while train_s < budget:
+        tick = time.perf_counter()
+        state, metrics = update(state, jax.random.fold_in(jax.random.PRNGKey(args.seed), iteration))
+        jax.block_until_ready(state)
+        train_s += time.perf_counter() - tick
+        iteration += 1
+        if iteration % args.eval_every == 0 or train_s >= budget or iteration == 1:
+            curves = evaluate(state, tasks, eval_key)
+            row = {"iteration": iteration, "env_steps": int(state.env_steps),
+                   "train_s": train_s,
+                   # a goal counts as reached when the last episode earned any reward
+                   # (the sparse reward is positive only inside the goal radius)
+                   "success_last_episode": float(np.mean(np.asarray(curves["pearl"])[:, -1] > 0)),
+                   **{name: mean_and_ci95(np.asarray(curves[name])) for name in curves}}
+            history.append(row)
+            print(f"iteration {iteration}: {row['env_steps']} env steps, "
+                  f"{train_s:.0f} s, pearl {np.round(row['pearl']['mean'], 2)}, "
+                  f"prior_z {np.round(row['prior_z']['mean'], 2)}", flush=True)
+    result = {"family": args.family, "config": dataclasses.asdict(cfg),
+              "eval_tasks": args.eval_tasks, "iterations": iteration,
+              "compile_s": compile_s, "train_s": train_s,
+              "seconds_per_iteration": train_s / iteration,
+              "gradient_steps_per_s": iteration * cfg.num_train_steps / train_s,
+              "history": history, "final": history[-1], "quick": args.quick,
+              "maml": maml_reference() if args.family == "navigation2d" else None,
+              **machine_metadata()}
+    update_json(out, result)
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
