@@ -45,7 +45,8 @@ def config(family: str, quick: bool) -> pearl.Config:
     if family == "point-robot-sparse":
         # oyster's sparse-point-robot: critic on the dense reward, context on the sparse
         # one, gamma 0.9, KL weight 1, more posterior collection, 5 exploration episodes
-        fields.update(critic_reward="dense", kl_weight=1.0, num_steps_prior=5 * horizon,
+        fields.update(critic_reward="dense", kl_weight=1.0, num_initial_steps=10 * horizon,
+                      num_steps_prior=5 * horizon,
                       num_steps_posterior=20 * horizon, num_extra_rl_steps_posterior=0,
                       context_batch_size=256, eval_episodes=10, num_exploration_episodes=5)
     if quick:

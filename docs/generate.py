@@ -831,8 +831,8 @@ def _pearl_reaches(history: list[dict], target: float) -> dict | None:
     return next((row for row in history if row["pearl"]["mean"][-1] >= target), None)
 
 
-def pearl_navigation_curve() -> str:
-    data = load("pearl_navigation2d.json")
+def pearl_navigation_curve(name: str = "pearl_navigation2d.json") -> str:
+    data = load(name)
     history = data["history"]
     # at most 12 rows, always the first and the last evaluation
     keep = sorted(set(np.linspace(0, len(history) - 1, min(12, len(history))).round().astype(int)))
@@ -840,14 +840,16 @@ def pearl_navigation_curve() -> str:
     for row in (history[i] for i in keep):
         rows.append([f"{row['iteration']:,}", thousands(row["env_steps"]), minutes(row["train_s"])]
                     + [pm(m, c, 1) for m, c in zip(row["pearl"]["mean"], row["pearl"]["ci95"])]
-                    + [pm(row["prior_z"]["mean"][-1], row["prior_z"]["ci95"][-1], 1)])
+                    + [pm(row["prior_z"]["mean"][-1], row["prior_z"]["ci95"][-1], 1)]
+                    + [f"{100 * row['success_last_episode']:.0f}%"
+                       if "success_last_episode" in row else "—"])
     n = len(data["history"][0]["pearl"]["mean"])
     caption = (f"{data['eval_tasks']} held-out goals (test split, the same at every row); "
                "mean return ± 95% CI. Episode 1 samples z from the prior, later episodes from "
                "the posterior of all context so far; `prior_z` never infers.")
     return caption + "\n\n" + table(
         ["iteration", "env steps", "training (min)"] + [f"episode {i + 1}" for i in range(n)]
-        + [f"prior_z, episode {n}"], rows, "l" + "r" * (n + 3))
+        + [f"prior_z, episode {n}", f"reward in episode {n}"], rows, "l" + "r" * (n + 4))
 
 
 def pearl_navigation_comparison() -> str:
@@ -1131,6 +1133,11 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("pearl_navigation", "curve", pearl_navigation_curve, ["pearl_navigation2d.json"]),
     results_block("pearl_navigation", "comparison", pearl_navigation_comparison,
                   ["pearl_navigation2d.json"]),
+    results_block("pearl_navigation", "sparse",
+                  lambda: pearl_navigation_curve("pearl_point_robot_sparse.json")
+                  + "\n\n" + machines([("pearl_point_robot_sparse.json",
+                                          load("pearl_point_robot_sparse.json"))]),
+                  ["pearl_point_robot_sparse.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
 ]
 
