@@ -57,15 +57,15 @@ from flax import struct
 from gymnax.environments import spaces
 
 from metarl_jax.core.curves import AdaptationCurves, make_curves
-from metarl_jax.core.rollout import Trajectory, rollout, with_horizon
+from metarl_jax.core.rollout import Trajectory, episode_horizon, rollout, with_horizon
 from metarl_jax.nn.context import (ContextEncoder, SquashedGaussianActor, TwinQ,
                                    product_of_gaussians, standard_normal_kl)
 from metarl_jax.rl import replay
 from metarl_jax.rl.sac import polyak, soft_td_target, temperature_loss
 from metarl_jax.sharding import check_divisible, shard_tasks
 from metarl_jax.utils import (check_bool, check_choice, check_in_unit_interval,
-                              check_non_negative, check_positive, check_positive_int,
-                              check_positive_int_tuple)
+                              check_int_at_least, check_non_negative, check_positive,
+                              check_positive_int, check_positive_int_tuple)
 
 CRITIC_REWARDS = ("env", "dense")
 
@@ -116,7 +116,7 @@ class Config:
             check_positive_int(name, getattr(self, name))
         for name in ("num_steps_prior", "num_steps_posterior", "num_extra_rl_steps_posterior",
                      "num_exploration_episodes"):
-            check_positive_int(name, getattr(self, name) + 1)  # >= 0
+            check_int_at_least(name, getattr(self, name), 0)
         for name in ("encoder_hidden_sizes", "hidden_sizes"):
             check_positive_int_tuple(name, getattr(self, name))
         for name in ("use_next_obs_in_context", "learn_alpha"):
@@ -196,10 +196,7 @@ def make(config: Config, family, mesh=None) -> Learner:
     check_divisible(config.meta_batch_size, mesh)
     env = family.env
     params0 = family.sample_params(jax.random.PRNGKey(0))
-    if not hasattr(params0, "max_steps_in_episode"):
-        raise TypeError(f"family {family.name!r}: PEARL needs env params with a "
-                        "max_steps_in_episode field (the episode horizon)")
-    horizon = config.horizon or int(params0.max_steps_in_episode)
+    horizon = episode_horizon(family, config.horizon, "PEARL")
     action_space = env.action_space(params0)
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
         raise TypeError(f"family {family.name!r} has {type(action_space).__name__} actions; "

@@ -64,8 +64,8 @@ import optax
 from flax import struct
 
 from metarl_jax.core.curves import AdaptationCurves, make_curves
-from metarl_jax.core.rollout import (MetaInputs, TrialBatch, episode_returns, run_trials,
-                                     task_features)
+from metarl_jax.core.rollout import (MetaInputs, TrialBatch, episode_horizon, episode_returns,
+                                     run_trials, task_features)
 from metarl_jax.nn import memory
 from metarl_jax.nn.memory import MEMORIES, GRUActorCritic, TransformerActorCritic
 from metarl_jax.nn.spaces import action_spec
@@ -200,10 +200,7 @@ def make(config: Config, family, mesh=None) -> Learner:
     check_divisible(config.meta_batch_size, mesh)
     env = family.env
     params0 = family.sample_params(jax.random.PRNGKey(0))
-    if not hasattr(params0, "max_steps_in_episode"):
-        raise TypeError(f"family {family.name!r}: RL² needs env params with a "
-                        "max_steps_in_episode field (the episode horizon)")
-    horizon = config.horizon or int(params0.max_steps_in_episode)
+    horizon = episode_horizon(family, config.horizon, "RL²")
     action_space = env.action_space(params0)
     try:
         spec = action_spec(action_space)

@@ -61,7 +61,8 @@ import optax
 from flax import struct
 
 from metarl_jax.core.curves import AdaptationCurves, make_curves
-from metarl_jax.core.rollout import MetaInputs, TrialBatch, episode_returns, run_trials
+from metarl_jax.core.rollout import (MetaInputs, TrialBatch, episode_horizon, episode_returns,
+                                     run_trials)
 from metarl_jax.envs.gridnavi import GridNavi
 from metarl_jax.nn.mlp import ACTIVATIONS
 from metarl_jax.nn.spaces import action_spec
@@ -189,10 +190,7 @@ def make(config: Config, family, mesh=None) -> Learner:
     check_divisible(config.meta_batch_size, mesh)
     env = family.env
     params0 = family.sample_params(jax.random.PRNGKey(0))
-    if not hasattr(params0, "max_steps_in_episode"):
-        raise TypeError(f"family {family.name!r}: VariBAD needs env params with a "
-                        "max_steps_in_episode field (the episode horizon)")
-    horizon = config.horizon or int(params0.max_steps_in_episode)
+    horizon = episode_horizon(family, config.horizon, "VariBAD")
     try:
         spec = action_spec(env.action_space(params0))
     except TypeError as error:

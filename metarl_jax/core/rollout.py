@@ -241,6 +241,19 @@ class TrialBatch:
         return x.reshape(x.shape[:1] + (-1,) + x.shape[3:])
 
 
+def episode_horizon(family, horizon: int | None, learner: str) -> int:
+    """``horizon``, or the family's own episode length when it is ``None``.
+
+    Raises ``TypeError`` naming ``learner`` when the family's env params have no
+    ``max_steps_in_episode`` field (the horizon a trial learner truncates at).
+    """
+    params = family.sample_params(jax.random.PRNGKey(0))
+    if not hasattr(params, "max_steps_in_episode"):
+        raise TypeError(f"family {family.name!r}: {learner} needs env params with a "
+                        "max_steps_in_episode field (the episode horizon)")
+    return horizon or int(params.max_steps_in_episode)
+
+
 def with_horizon(task_params, horizon: int):
     """Task params whose episodes are truncated after exactly ``horizon`` steps."""
     return task_params.replace(max_steps_in_episode=jnp.full_like(
