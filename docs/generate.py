@@ -885,6 +885,95 @@ def pearl_navigation_headline() -> tuple[str, str]:
     return ours, reference
 
 
+# -- Meta-Q-Learning on classic control ----------------------------------------------------------
+
+
+def metaq_curve(name: str) -> str:
+    data = load(name)
+    history = data["history"]
+    keep = sorted(set(np.linspace(0, len(history) - 1, min(12, len(history))).round().astype(int)))
+    n = len(history[0]["metaq"]["mean"])
+    rows = []
+    for row in (history[i] for i in keep):
+        cells = [f"{row['iteration']:,}", thousands(row["env_steps"]), minutes(row["train_s"])]
+        cells += [pm(m, c, 1) for m, c in zip(row["metaq"]["mean"], row["metaq"]["ci95"])]
+        if "mql" in row:
+            cells.append(pm(row["mql"]["mean"][-1], row["mql"]["ci95"][-1], 1))
+        if "no_context" in row:
+            cells.append(pm(row["no_context"]["mean"][0], row["no_context"]["ci95"][0], 1))
+        rows.append(cells)
+    header = (["iteration", "env steps", "training (min)"]
+              + [f"metaq, episode {i + 1}" for i in range(n)]
+              + ([f"mql, episode {n}"] if "mql" in history[0] else [])
+              + (["no context, episode 1"] if "no_context" in history[0] else []))
+    caption = (f"{data['eval_tasks']} held-out tasks (test split, the same at every row); greedy "
+               "return per episode, mean ± 95% CI. `mql` plays episode 1 as `metaq` (same keys) "
+               "and adapts after it; `no context` is the same network with an empty context.")
+    return caption + "\n\n" + table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def _dqn_at(curve: dict, steps: float) -> tuple[str, str]:
+    """The per-task DQN's return at its first evaluation with at least ``steps`` per task."""
+    for i, s in enumerate(curve["env_steps_per_task"]):
+        if s >= steps or i == len(curve["env_steps_per_task"]) - 1:
+            return (pm(curve["return"]["mean"][i], curve["return"]["ci95"][i], 1),
+                    thousands(s))
+    return "—", "—"
+
+
+def metaq_comparison(name: str) -> str:
+    data = load(name)
+    final, steps = data["final"], data["env_steps"]
+    rows = []
+    for split in ("test", "ood"):
+        f = final[split]
+        cells = [split, pm(f["metaq"]["mean"][0], f["metaq"]["ci95"][0], 1),
+                 pm(f["metaq"]["mean"][-1], f["metaq"]["ci95"][-1], 1),
+                 pm(f["mql"]["mean"][-1], f["mql"]["ci95"][-1], 1) if "mql" in f else "—",
+                 pm(f["no_context"]["mean"][0], f["no_context"]["ci95"][0], 1)
+                 if "no_context" in f else "—"]
+        dqn = data.get("per_task_dqn")
+        cells += list(_dqn_at(dqn[split], steps)) if dqn else ["—", "—"]
+        rl2 = data.get("rl2_equal_steps")
+        cells.append(pm(rl2[split]["mean"][0], rl2[split]["ci95"][0], 1) if rl2 else "—")
+        rows.append(cells)
+    n = len(final["test"]["metaq"]["mean"])
+    text = [f"`metaq`: {thousands(steps)} env steps in {minutes(data['train_s'])} min of "
+            f"training ({data['iterations']} iterations, {data['gradient_steps_per_s']:.0f} "
+            f"gradient steps / s, {data['env_steps_per_s']:,.0f} env steps / s with the "
+            f"gradient steps, compile {data['compile_s']:.0f} s). Greedy return on "
+            f"{data['eval_tasks']} tasks per split, mean ± 95% CI; the per-task DQN is "
+            f"trained from scratch on each task with about as many env steps per task as "
+            f"`metaq` used in all; RL² ({data['rl2_equal_steps']['iterations']} "
+            f"iteration(s), {thousands(data['rl2_equal_steps']['env_steps'])} env steps) "
+            "is trained with `metaq`'s total." if data.get("rl2_equal_steps") else ""]
+    table_text = table(["split", "metaq, episode 1", f"metaq, episode {n}",
+                        f"mql, episode {n}", "no context", "per-task DQN",
+                        "DQN env steps / task", "RL² (equal steps), episode 1"], rows,
+                       "lrrrrrrr")
+    conv = data.get("rl2_converged")
+    if conv:
+        per_episode = ", ".join(num(v, 1) for v in conv["per_episode"])
+        text.append(f"\n\nRL² trained to convergence on the same family ({conv['source']}): "
+                    f"{per_episode} per episode of a 3-episode trial with "
+                    f"{thousands(conv['env_steps'])} env steps, "
+                    f"{conv['env_steps'] / steps:.0f}x `metaq`'s.")
+    return (" ".join(text[:1]) + "\n\n" + table_text + "".join(text[1:]) + "\n\n"
+            + machines([(name, data)]))
+
+
+def metaq_headline() -> tuple[str, str]:
+    data = load("metaq_cartpole.json")
+    f = data["final"]["test"]
+    ours = (f"metaq {pm(f['metaq']['mean'][0], f['metaq']['ci95'][0], 1)} in episode 1 with "
+            f"{thousands(data['env_steps'])} env steps; no context "
+            f"{pm(f['no_context']['mean'][0], f['no_context']['ci95'][0], 1)}")
+    conv = data.get("rl2_converged")
+    reference = (f"RL² episode 1 {num(conv['per_episode'][0], 1)} with "
+                 f"{thousands(conv['env_steps'])} env steps" if conv else "—")
+    return ours, reference
+
+
 # -- headline table (README, docs/index.md, docs/results/index.md) ------------------------------
 
 HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
@@ -902,6 +991,8 @@ HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
      varibad_gridnavi_headline),
     ("PEARL on 2D navigation (Rakelly et al. 2019)", "pearl_navigation", "pearl_navigation.py",
      pearl_navigation_headline),
+    ("Meta-Q-Learning, CartPole (Fakoor et al. 2020)", "metaq_classic", "metaq_classic.py",
+     metaq_headline),
     ("Reference players, Tables 1 and 2", "baselines_tables", "baselines_tables.py",
      baselines_headline),
     ("Environment throughput", "env_throughput", "env_throughput.py", env_throughput_headline),
@@ -1101,6 +1192,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/algorithms/rl2.md", "config", config_table("rl2")),
     ("docs/algorithms/varibad.md", "config", config_table("varibad")),
     ("docs/algorithms/pearl.md", "config", config_table("pearl")),
+    ("docs/algorithms/metaq.md", "config", config_table("metaq")),
     results_block("maml_navigation", "summary", maml_navigation_summary, NAV_FILES),
     results_block("maml_navigation", "curves", maml_navigation_curves, NAV_FILES),
     results_block("maml_navigation", "runs", maml_navigation_runs, NAV_FILES),
@@ -1138,6 +1230,14 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   + "\n\n" + machines([("pearl_point_robot_sparse.json",
                                           load("pearl_point_robot_sparse.json"))]),
                   ["pearl_point_robot_sparse.json"]),
+    results_block("metaq_classic", "cartpole-curve", lambda: metaq_curve("metaq_cartpole.json"),
+                  ["metaq_cartpole.json"]),
+    results_block("metaq_classic", "cartpole", lambda: metaq_comparison("metaq_cartpole.json"),
+                  ["metaq_cartpole.json"]),
+    results_block("metaq_classic", "mountaincar-curve",
+                  lambda: metaq_curve("metaq_mountaincar.json"), ["metaq_mountaincar.json"]),
+    results_block("metaq_classic", "mountaincar",
+                  lambda: metaq_comparison("metaq_mountaincar.json"), ["metaq_mountaincar.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
 ]
 

@@ -95,3 +95,25 @@ def test_jit_and_bad_sizes():
         replay.init({"x": jnp.zeros(())}, -1, 4)
     with pytest.raises(ValueError, match="batch_size"):
         replay.sample(buffer, jax.random.PRNGKey(0), jnp.array([0]), 0)
+
+
+def test_sequences_are_the_items_stored_before_each_drawn_item():
+    buffer = replay.init({"x": jnp.zeros(()), "pair": jnp.zeros((2,))}, 2, 5)
+    buffer = replay.add_all(buffer, _items([1, 2, 3], tasks=2))
+    runs, present = replay.sample_sequences(buffer, jax.random.PRNGKey(0), jnp.array([1, 0]),
+                                            200, 3)
+    assert runs["x"].shape == (2, 200, 3) and runs["pair"].shape == (2, 200, 3, 2)
+    x, present = np.asarray(runs["x"]), np.asarray(present)
+    # task 1 adds 1000 + value; each run ends at a stored item and steps back in order
+    assert set(x[0, :, -1].tolist()) == {1001, 1002, 1003} and set(x[1, :, -1]) == {1, 2, 3}
+    for run, mask in zip(x[1], present[1]):
+        np.testing.assert_array_equal(mask, [run[-1] >= 3, run[-1] >= 2, True])
+        np.testing.assert_array_equal(run[mask], np.arange(run[-1] - mask.sum() + 1, run[-1] + 1))
+    # after wrap-around (ring of 5 holding 3..7) runs never reach past the oldest item
+    buffer = replay.add_all(buffer, _items([4, 5, 6, 7], tasks=2))
+    runs, present = replay.sample_sequences(buffer, jax.random.PRNGKey(1), jnp.array([0]), 300, 4)
+    x, present = np.asarray(runs["x"][0]), np.asarray(present[0])
+    assert set(x[:, -1].tolist()) == {3, 4, 5, 6, 7}
+    for run, mask in zip(x, present):
+        np.testing.assert_array_equal(run[mask], np.arange(run[-1] - mask.sum() + 1, run[-1] + 1))
+        assert mask.sum() == min(4, run[-1] - 2)

@@ -256,3 +256,60 @@ def test_rollout_of_a_gymnax_wrapper_around_our_env_goes_through_the_wrapper():
     # inside episodes the two agree; after the end the wrapper auto-resets
     inside = jax.tree.map(lambda x: np.asarray(x)[np.asarray(plain.valid)], (logged, plain))
     chex.assert_trees_all_close(*inside, atol=1e-6)
+
+
+# -- windowed episodes ------------------------------------------------------------------------
+
+def _windowed(trial_episodes, num_episodes, key, start=None, window=4):
+    from metarl_jax.core.rollout import run_windowed, with_horizon
+    from metarl_jax.nn.spaces import action_spec
+
+    family = make("cartpole")
+    task = with_horizon(family.sample_params(jax.random.PRNGKey(0)), 6)
+    spec = action_spec(family.env.action_space(task))
+
+    def act(params, obs, win, mask, key):
+        return jax.random.bernoulli(key, 0.5).astype(jnp.int32)
+
+    return run_windowed(family.env, act, None, task, key, num_episodes=num_episodes, horizon=6,
+                        window=window, action_spec=spec, trial_episodes=trial_episodes,
+                        start=start), spec
+
+
+def test_windows_hold_the_last_transitions_of_the_trial_and_reset_between_trials():
+    from metarl_jax.core.rollout import transition_vector
+
+    for trial_episodes in (1, 2):
+        played, spec = _windowed(trial_episodes, 4, jax.random.PRNGKey(1))
+        valid = np.asarray(played.valid)
+        vectors = np.asarray(transition_vector(played.items, spec))
+        done, t = np.asarray(played.items["done"]), np.asarray(played.items["t"])
+        episode = np.cumsum(done) - done
+        trial_start = 0
+        for i in np.flatnonzero(valid):
+            if i and done[i - 1] and episode[i] % trial_episodes == 0:
+                trial_start = i
+            assert t[i] == i - trial_start
+            history = vectors[max(trial_start, i - 4):i]
+            mask = np.asarray(played.mask[i])
+            assert mask.sum() == len(history)
+            np.testing.assert_array_equal(np.asarray(played.window[i])[mask], history)
+        returns = [np.sum(np.asarray(played.items["reward"])[valid & (episode == e)])
+                   for e in range(4)]
+        np.testing.assert_allclose(played.returns, returns)
+
+
+def test_windowed_play_continues_exactly_where_it_stopped():
+    first, spec = _windowed(2, 1, jax.random.PRNGKey(2))
+    rest, _ = _windowed(2, 1, jax.random.PRNGKey(3), start=first.carry)
+    # the same trial: the continuation starts at the next episode's reset with the
+    # first episode's last transitions in its window
+    from metarl_jax.core.rollout import transition_vector
+    last = np.asarray(transition_vector(first.items, spec))[np.asarray(first.valid)][-4:]
+    np.testing.assert_array_equal(np.asarray(rest.window[0])[np.asarray(rest.mask[0])], last)
+    assert int(rest.items["t"][0]) == int(np.asarray(first.valid).sum())
+    assert np.asarray(rest.valid).sum() >= 1 and float(rest.returns[0]) > 0
+    # with one episode per trial the continuation starts a new trial: empty context
+    first, _ = _windowed(1, 1, jax.random.PRNGKey(2))
+    rest, _ = _windowed(1, 1, jax.random.PRNGKey(3), start=first.carry)
+    assert not np.asarray(rest.mask[0]).any() and int(rest.items["t"][0]) == 0

@@ -13,6 +13,7 @@ from types import ModuleType
 
 ALGORITHMS = {
     "maml": "metarl_jax.algorithms.maml",
+    "metaq": "metarl_jax.algorithms.metaq",
     "pearl": "metarl_jax.algorithms.pearl",
     "rl2": "metarl_jax.algorithms.rl2",
     "varibad": "metarl_jax.algorithms.varibad",

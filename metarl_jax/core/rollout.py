@@ -1,16 +1,21 @@
 """The rollout engine: fixed-shape trajectories collected with ``lax.scan``.
 
-Two modes, one per kind of meta-learner:
+Three modes, one per kind of meta-learner:
 
 * **independent episodes** (:func:`rollout`, MAML and other gradient-based
   learners): ``num_episodes`` episodes of one task, each from its own reset;
-* **trials** (:func:`run_trial` / :func:`run_trials`, RL², VariBAD,
-  context-based and model-based online adaptation): ``num_episodes``
-  consecutive episodes of one task played by a policy whose state (memory,
-  context, posterior) is carried across episode boundaries and reset only at
-  the trial's start. The meta-RL inputs (previous action, reward and done,
-  ``t / T``, privileged task features) are assembled here, in one place
-  (:class:`MetaInputs`).
+* **trials** (:func:`run_trial` / :func:`run_trials`, RL², VariBAD):
+  ``num_episodes`` consecutive episodes of one task played by a policy whose
+  state (memory, posterior) is carried across episode boundaries and reset
+  only at the trial's start. The meta-RL inputs (previous action, reward and
+  done, ``t / T``, privileged task features) are assembled here, in one place
+  (:class:`MetaInputs`);
+* **windowed episodes** (:func:`run_windowed`, off-policy context learners,
+  online model adaptation): the policy acts on the last ``W`` transitions of
+  the trial, kept as a fixed-size masked window, and each step's full
+  transition (with ``terminated`` apart from truncation, for bootstrapping)
+  is returned for a replay buffer; play stops exactly at an episode's end and
+  can continue from there.
 
 ``rollout`` runs ``num_episodes`` independent episodes of one task for exactly
 ``horizon`` steps each and returns a :class:`Trajectory` of shape
@@ -349,3 +354,116 @@ def episode_returns(trials: TrialBatch, num_episodes: int) -> jax.Array:
         return jax.ops.segment_sum(r, e, num_segments=num_episodes + 1)[:num_episodes]
 
     return jax.vmap(per_trial)(reward, episode)
+
+
+# -- windowed episodes: acting on the last W transitions of the trial ------------------------
+
+# act(params, obs [o], window [W, d], mask [W], key) -> action
+WindowPolicy = Callable[[Any, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def transition_vector(item: dict, action_spec: ActionSpec) -> jax.Array:
+    """A transition as one window entry ``[..., d]`` = ``[s, a, r, s', done]``
+    (``a`` encoded by ``action_spec``: one-hot, or the clipped continuous action)."""
+    action = item["action"]
+    encoded = (jax.nn.one_hot(action, action_spec.dim, dtype=jnp.float32) if action_spec.discrete
+               else jnp.clip(action.astype(jnp.float32), action_spec.low, action_spec.high))
+    return jnp.concatenate([item["obs"], encoded, item["reward"][..., None], item["next_obs"],
+                            item["done"][..., None]], axis=-1)
+
+
+def window_dim(obs_dim: int, action_spec: ActionSpec) -> int:
+    """Length ``d`` of a :func:`transition_vector`."""
+    return 2 * obs_dim + action_spec.dim + 2
+
+
+def push_transition(window: jax.Array, mask: jax.Array, vector: jax.Array, keep=True):
+    """The window ``[W, d]`` and mask ``[W]`` after appending ``vector`` (the oldest entry
+    drops out), or unchanged where ``keep`` is False; a ``W = 0`` window stays empty."""
+    if not window.shape[0]:
+        return window, mask
+    new_window = jnp.concatenate([window[1:], vector[None]], axis=0)
+    new_mask = jnp.concatenate([mask[1:], jnp.ones((1,), bool)])
+    return jnp.where(keep, new_window, window), jnp.where(keep, new_mask, mask)
+
+
+@struct.dataclass
+class WindowedEpisodes:
+    """What :func:`run_windowed` played on one task (``T = num_episodes * horizon`` steps).
+
+    * ``items``: ``{"obs", "action", "reward", "next_obs", "terminated", "done", "t"}``,
+      leaves ``[T, ...]``: each step's transition (``next_obs`` is the real final
+      observation at an episode's end; ``t`` counts the trial's earlier transitions)
+    * ``window``, ``mask``: ``[T, W, d]``, ``[T, W]``, the context the action was chosen on
+    * ``valid``: ``[T]``, the step belongs to the requested episodes
+    * ``returns``: ``[num_episodes]`` undiscounted return of each episode
+    * ``carry``: where play stopped (the last episode's end); pass it as ``start`` to continue
+    """
+
+    items: dict
+    window: jax.Array
+    mask: jax.Array
+    valid: jax.Array
+    returns: jax.Array
+    carry: Any
+
+
+def run_windowed(env, act: WindowPolicy, params: Any, env_params: Any, key: jax.Array, *,
+                 num_episodes: int, horizon: int, window: int, action_spec: ActionSpec,
+                 trial_episodes: int = 1, start: Any = None,
+                 use_context: bool = True) -> WindowedEpisodes:
+    """``num_episodes`` episodes of one task played on a sliding window of recent transitions.
+
+    The policy sees the observation and the last ``window`` transitions of the
+    current *trial* (``trial_episodes`` consecutive episodes; the window is
+    emptied when a trial ends), oldest first, as :func:`transition_vector`
+    entries with a mask (``use_context=False`` masks them all: the same policy
+    without context). Episodes end at termination or after ``env_params``'
+    horizon (pass params through :func:`with_horizon`); ``horizon`` sizes the
+    fixed-length scan. Play stops exactly at the last episode's end, so a later
+    call with ``start=result.carry`` continues the same trial there (after an
+    adaptation step, say). The context learners (Meta-Q-Learning) and online
+    model adaptation act through this.
+    """
+    require_positive("num_episodes", num_episodes, integer=True)
+    require_positive("horizon", horizon, integer=True)
+    require_positive("trial_episodes", trial_episodes, integer=True)
+    k_reset, k_steps = jax.random.split(key)
+    if start is None:
+        obs, env_state = env.reset(k_reset, env_params)
+        obs_dim = int(jnp.size(obs))
+        start = (obs, env_state, jnp.zeros((window, window_dim(obs_dim, action_spec)),
+                                           jnp.float32),
+                 jnp.zeros((window,), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    limit = start[4] + num_episodes
+
+    def step(carry, key):
+        obs, env_state, win, mask, episode, t = carry
+        k_act, k_env = jax.random.split(key)
+        flat = jnp.reshape(obs, (-1,)).astype(jnp.float32)
+        seen = mask & use_context
+        action = act(params, flat, win, seen, k_act)
+        next_obs, next_state, reward, terminated, truncated, info = env.step(
+            k_env, env_state, action, env_params)
+        final = jnp.reshape(info.get("final_observation", next_obs), (-1,)).astype(jnp.float32)
+        done = jnp.logical_or(terminated, truncated)
+        valid = episode < limit
+        item = {"obs": flat, "action": action, "reward": jnp.asarray(reward, jnp.float32),
+                "next_obs": final, "terminated": terminated.astype(jnp.float32),
+                "done": done.astype(jnp.float32), "t": t}
+        out = (item, win, seen, valid)
+        win, mask = push_transition(win, mask, transition_vector(item, action_spec), valid)
+        ends_trial = done & ((episode + 1) % trial_episodes == 0)
+        mask = jnp.where(ends_trial, jnp.zeros_like(mask), mask)
+        new = (next_obs, next_state, win, mask, episode + done.astype(jnp.int32),
+               jnp.where(ends_trial, 0, t + 1))
+        # frozen after the last episode, so the carry is exactly where play stopped
+        return jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry), out
+
+    carry, (items, wins, seens, valid) = jax.lax.scan(
+        step, start, jax.random.split(k_steps, num_episodes * horizon))
+    episode = jnp.where(valid, jnp.cumsum(items["done"]) - items["done"], num_episodes)
+    returns = jax.ops.segment_sum(items["reward"] * valid, episode.astype(jnp.int32),
+                                  num_segments=num_episodes + 1)[:num_episodes]
+    return WindowedEpisodes(items=items, window=wins, mask=seens, valid=valid, returns=returns,
+                            carry=carry)

@@ -13,6 +13,15 @@ After Rakelly et al. 2019 (arXiv:1903.08254), Sec. 4 and the reference code
 * :class:`SquashedGaussianActor`: ``(s, z) -> tanh``-Gaussian policy;
 * :class:`TwinQ`: two independent Q-networks ``(s, a, z) -> [2]`` in one
   module (``nn.vmap`` over a parameter axis), for clipped double-Q.
+
+And for Meta-Q-Learning's context-conditioned value learner (Fakoor et al.
+2020, Sec. 4.1), which summarises the recent history with a GRU:
+
+* :class:`WindowGRU`: a GRU over a fixed-size window of recent transitions
+  (oldest first) with a mask, so one shape holds shorter histories (a
+  masked step leaves the state unchanged; an empty window gives zeros);
+* :class:`ContextQNetwork`: ``(s, window, mask) -> Q [A]``, an MLP on the
+  observation and the GRU's summary of the window.
 """
 
 from __future__ import annotations
@@ -99,3 +108,63 @@ class TwinQ(nn.Module):
         twins = nn.vmap(_Q, variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=None, out_axes=-1, axis_size=2)
         return twins(self.hidden_sizes, name="twins")(x)
+
+
+class _MaskedGRUCell(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, hidden, inputs):
+        x, present = inputs
+        new, _ = nn.GRUCell(self.features, name="cell")(hidden, x)
+        return jnp.where(present[..., None], new, hidden), None
+
+
+class WindowGRU(nn.Module):
+    """``(window [..., W, d], mask [..., W]) -> summary [..., features]``.
+
+    The GRU reads the window oldest first from a zero state, skipping masked
+    steps, so a window of ``k`` real transitions padded with masked ones
+    summarises to exactly what the ``k`` transitions alone give.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, window: jax.Array, mask: jax.Array) -> jax.Array:
+        lead = window.shape[:-2]
+        flat = window.reshape((-1,) + window.shape[-2:])
+        flat_mask = mask.reshape((-1, mask.shape[-1]))
+        scan = nn.scan(_MaskedGRUCell, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+        hidden = jnp.zeros((flat.shape[0], self.features), jnp.float32)
+        hidden, _ = scan(self.features, name="gru")(hidden, (flat, flat_mask))
+        return hidden.reshape(lead + (self.features,))
+
+
+class ContextQNetwork(nn.Module):
+    """``(obs [..., o], window [..., W, d], mask [..., W]) -> Q [..., num_actions]``.
+
+    ``context_size = 0`` (or an empty window) drops the context: a plain DQN.
+    """
+
+    hidden_sizes: Sequence[int]
+    num_actions: int
+    context_size: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, window: jax.Array, mask: jax.Array) -> jax.Array:
+        x = obs
+        if self.context_size and window.shape[-2]:
+            x = jnp.concatenate([obs, WindowGRU(self.context_size, name="context")(window, mask)],
+                                axis=-1)
+        h = MLP(self.hidden_sizes, "relu", name="torso")(x)
+        return nn.Dense(self.num_actions, name="q")(h)
+
+
+def context_summary(network: ContextQNetwork, params, window: jax.Array,
+                    mask: jax.Array) -> jax.Array:
+    """The GRU's summary ``[..., context_size]`` of ``window`` in ``network``'s
+    parameters (MQL's propensity features)."""
+    return WindowGRU(network.context_size).apply({"params": params["params"]["context"]},
+                                                 window, mask)

@@ -11,13 +11,15 @@ like parameters (it is part of a learner's state; its size on disk is its
 Why not ``flashbax``: its buffers are one stream each (a per-task set would be
 a vmap over their states with their own add/sample conventions), while the
 off-policy meta-learners need exactly four operations on a task axis —
-masked add to chosen tasks, uniform sampling from chosen tasks, clearing
+masked add to chosen tasks, uniform sampling from chosen tasks (of items,
+or of the runs of consecutive items that end at them, for context windows), clearing
 chosen tasks, and a plain pytree for checkpoints — which fit in this module.
 
 Adding takes a ``valid`` mask, so fixed-shape rollouts whose episodes ended
 early (masked steps, :class:`~metarl_jax.core.rollout.Trajectory`) add only
 their real transitions, in order. Sampling is uniform with replacement over
-each task's stored items; sampling from an empty task is a caller error the
+each task's stored items (single items, or runs of consecutive items ending
+at one, :func:`sample_sequences`); sampling from an empty task is a caller error the
 learners rule out by their config checks (a batch larger than the data
 collected before training raises at ``make``).
 """
@@ -111,6 +113,34 @@ def sample(buffer: ReplayBuffer, key: jax.Array, task_ids: jax.Array,
     size = jnp.maximum(buffer.size[task_ids], 1)
     index = jax.vmap(lambda k, s: jax.random.randint(k, (batch_size,), 0, s))(keys, size)
     return jax.tree.map(lambda d: d[task_ids[:, None], index], buffer.data)
+
+
+def sample_sequences(buffer: ReplayBuffer, key: jax.Array, task_ids: jax.Array,
+                     batch_size: int, length: int):
+    """``batch_size`` runs of ``length`` consecutive items per task of ``task_ids [M]``.
+
+    Each run ends at an item drawn uniformly with replacement from the task's
+    stored items (as :func:`sample` draws it) and holds the ``length - 1``
+    items stored just before it, oldest first: leaves ``[M, batch_size, length, ...]``.
+    Returns ``(runs, present [M, batch_size, length])``; ``present`` is False
+    where a run reaches back past the oldest stored item (never written, or
+    overwritten by the ring), and those rows hold arbitrary data. Items are
+    consecutive in the order they were added, so a learner that adds whole
+    trials in order gets each item's history (context windows, n-step returns).
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("length", length)
+    task_ids = jnp.asarray(task_ids, jnp.int32)
+    capacity = buffer.capacity
+    keys = jax.random.split(key, task_ids.shape[0])
+    size = jnp.maximum(buffer.size[task_ids], 1)
+    # age 0 is the newest item; the item of age a sits at slot (position - 1 - a) mod capacity
+    end_age = jax.vmap(lambda k, s: jax.random.randint(k, (batch_size,), 0, s))(keys, size)
+    age = end_age[..., None] + jnp.arange(length - 1, -1, -1)        # [M, B, length]
+    slot = (buffer.position[task_ids][:, None, None] - 1 - age) % capacity
+    present = age < buffer.size[task_ids][:, None, None]
+    runs = jax.tree.map(lambda d: d[task_ids[:, None, None], slot], buffer.data)
+    return runs, present
 
 
 def clear(buffer: ReplayBuffer, task_ids: jax.Array) -> ReplayBuffer:
