@@ -178,6 +178,7 @@ class Learner(NamedTuple):
     collect: Any        # data collection on chosen train tasks (see update)
     adapt: Any          # (state, task_params [B], key, episodes, infer) -> returns [B, n]
     context_of: Any     # transition items -> context vectors
+    train_step: Any     # ((params, target_critic, opt_state, rl_buffer, enc_buffer), key) -> (carry, aux)
 
 
 def _episodes(steps: int, horizon: int) -> int:
@@ -505,4 +506,4 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     return Learner(init=init, update=update, evaluate=evaluate, config=config, family=family,
                    key_metric="collect_return", loss=loss, posterior=posterior,
-                   collect=collect, adapt=adapt, context_of=context_of)
+                   collect=collect, adapt=adapt, context_of=context_of, train_step=train_step)
