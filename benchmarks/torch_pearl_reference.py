@@ -139,7 +139,7 @@ class TorchPEARL:
         with torch.no_grad():
             for target, online in zip(self.targets.parameters(), self.critics.parameters()):
                 target.mul_(1.0 - self.tau).add_(self.tau * online)
-        return float(total)
+        return float(total.detach())
 
     # -- parameters from the JAX learner -------------------------------------------------
 

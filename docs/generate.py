@@ -912,13 +912,10 @@ def metaq_curve(name: str) -> str:
     return caption + "\n\n" + table(header, rows, "l" + "r" * (len(header) - 1))
 
 
-def _dqn_at(curve: dict, steps: float) -> tuple[str, str]:
-    """The per-task DQN's return at its first evaluation with at least ``steps`` per task."""
-    for i, s in enumerate(curve["env_steps_per_task"]):
-        if s >= steps or i == len(curve["env_steps_per_task"]) - 1:
-            return (pm(curve["return"]["mean"][i], curve["return"]["ci95"][i], 1),
-                    thousands(s))
-    return "—", "—"
+def _dqn_point(curve: dict, i: int) -> str:
+    """The per-task DQN's return at evaluation ``i`` and the env steps per task it had."""
+    return (f"{pm(curve['return']['mean'][i], curve['return']['ci95'][i], 1)} "
+            f"({thousands(curve['env_steps_per_task'][i])})")
 
 
 def metaq_comparison(name: str) -> str:
@@ -933,7 +930,7 @@ def metaq_comparison(name: str) -> str:
                  pm(f["no_context"]["mean"][0], f["no_context"]["ci95"][0], 1)
                  if "no_context" in f else "—"]
         dqn = data.get("per_task_dqn")
-        cells += list(_dqn_at(dqn[split], steps)) if dqn else ["—", "—"]
+        cells += [_dqn_point(dqn[split], 0), _dqn_point(dqn[split], -1)] if dqn else ["—", "—"]
         rl2 = data.get("rl2_equal_steps")
         cells.append(pm(rl2[split]["mean"][0], rl2[split]["ci95"][0], 1) if rl2 else "—")
         rows.append(cells)
@@ -942,14 +939,16 @@ def metaq_comparison(name: str) -> str:
             f"training ({data['iterations']} iterations, {data['gradient_steps_per_s']:.0f} "
             f"gradient steps / s, {data['env_steps_per_s']:,.0f} env steps / s with the "
             f"gradient steps, compile {data['compile_s']:.0f} s). Greedy return on "
-            f"{data['eval_tasks']} tasks per split, mean ± 95% CI; the per-task DQN is "
-            f"trained from scratch on each task with about as many env steps per task as "
-            f"`metaq` used in all; RL² ({data['rl2_equal_steps']['iterations']} "
+            f"{data['eval_tasks']} tasks per split, mean ± 95% CI. `metaq` plays each "
+            "held-out task with no env steps spent on it before; the per-task DQN is "
+            "trained from scratch on each task, shown at its first and last evaluation "
+            "with the env steps per task it had used; RL² "
+            f"({data['rl2_equal_steps']['iterations']} "
             f"iteration(s), {thousands(data['rl2_equal_steps']['env_steps'])} env steps) "
             "is trained with `metaq`'s total." if data.get("rl2_equal_steps") else ""]
     table_text = table(["split", "metaq, episode 1", f"metaq, episode {n}",
-                        f"mql, episode {n}", "no context", "per-task DQN",
-                        "DQN env steps / task", "RL² (equal steps), episode 1"], rows,
+                        f"mql, episode {n}", "no context", "per-task DQN, first (steps)",
+                        "per-task DQN, last (steps)", "RL² (equal steps), episode 1"], rows,
                        "lrrrrrrr")
     conv = data.get("rl2_converged")
     if conv:
@@ -957,7 +956,16 @@ def metaq_comparison(name: str) -> str:
         text.append(f"\n\nRL² trained to convergence on the same family ({conv['source']}): "
                     f"{per_episode} per episode of a 3-episode trial with "
                     f"{thousands(conv['env_steps'])} env steps, "
-                    f"{conv['env_steps'] / steps:.0f}x `metaq`'s.")
+                    f"{conv['env_steps'] / steps:.0f}x `metaq`'s whole run.")
+        target = conv["per_episode"][0]
+        reached = next((row for row in data["history"] if row["metaq"]["mean"][0] >= target),
+                       None)
+        text.append(f" `metaq`'s episode-1 return first reaches RL²'s converged episode 1 "
+                    f"({num(target, 1)}) at {thousands(reached['env_steps'])} env steps "
+                    f"(iteration {reached['iteration']}): "
+                    f"{conv['env_steps'] / reached['env_steps']:.0f}x fewer; it does not stay "
+                    "there (the curve above)." if reached else
+                    " `metaq` does not reach RL²'s converged episode-1 return in this run.")
     return (" ".join(text[:1]) + "\n\n" + table_text + "".join(text[1:]) + "\n\n"
             + machines([(name, data)]))
 
@@ -971,6 +979,50 @@ def metaq_headline() -> tuple[str, str]:
     conv = data.get("rl2_converged")
     reference = (f"RL² episode 1 {num(conv['per_episode'][0], 1)} with "
                  f"{thousands(conv['env_steps'])} env steps" if conv else "—")
+    return ours, reference
+
+
+def steps_rate(x: float) -> str:
+    """A rate with one decimal below 100, none above."""
+    return f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def offpolicy_speed_table() -> str:
+    data = load("offpolicy_speed.json")
+    rows = []
+    for size, row in data["pearl"].items():
+        cfg = row["config"]
+        nets = (f"enc {'x'.join(map(str, cfg['encoder_hidden_sizes']))}, "
+                f"nets {'x'.join(map(str, cfg['hidden_sizes']))}, 16 x {cfg['batch_size']}")
+        torch_cell = (steps_rate(row['torch_gradient_steps_per_s'])
+                      if "torch_gradient_steps_per_s" in row else "—")
+        speedup = f"{row['speedup']:.1f}x" if "speedup" in row else "—"
+        rows.append([f"PEARL, {size}", nets, steps_rate(row['jax_gradient_steps_per_s']),
+                     torch_cell, speedup, f"{row['jax_env_steps_per_s']:,.0f}",
+                     f"{row['jax_train_compile_s']:.1f}"])
+    row = data["metaq"]
+    cfg = row["config"]
+    rows.append(["metaq", f"Q 64x64, GRU over {cfg['context_length']}, 8 x {cfg['batch_size']}",
+                 steps_rate(row['jax_gradient_steps_per_s']), "—", "—",
+                 f"{row['jax_env_steps_per_s']:,.0f}", f"{row['jax_train_compile_s']:.1f}"])
+    timed_torch = [r for r in data["pearl"].values() if "torch" in r]
+    note = (f"PyTorch {timed_torch[0]['torch']} with {timed_torch[0]['torch_threads']} threads, "
+            "the same step on pre-drawn tensors (no buffer sampling)." if timed_torch
+            else "PyTorch was not installed for this run.")
+    return (f"Median of {data['repeats']} calls of {data['steps_per_call']} gradient steps each, "
+            "compile apart. " + note + "\n\n"
+            + table(["learner, sizes", "networks, batch", "JAX gradient steps / s",
+                     "PyTorch gradient steps / s", "JAX / PyTorch", "JAX env steps / s",
+                     "compile (s)"], rows, "llrrrrr")
+            + "\n\n" + machines([("offpolicy_speed.json", data)]))
+
+
+def offpolicy_speed_headline() -> tuple[str, str]:
+    data = load("offpolicy_speed.json")
+    row = data["pearl"]["reference"]
+    ours = f"PEARL {steps_rate(row['jax_gradient_steps_per_s'])} gradient steps / s at the reference sizes"
+    reference = (f"same step in PyTorch {steps_rate(row['torch_gradient_steps_per_s'])} / s "
+                 f"({row['speedup']:.1f}x)" if "speedup" in row else "—")
     return ours, reference
 
 
@@ -993,6 +1045,8 @@ HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
      pearl_navigation_headline),
     ("Meta-Q-Learning, CartPole (Fakoor et al. 2020)", "metaq_classic", "metaq_classic.py",
      metaq_headline),
+    ("Off-policy speed vs PyTorch", "offpolicy_speed", "offpolicy_speed.py",
+     offpolicy_speed_headline),
     ("Reference players, Tables 1 and 2", "baselines_tables", "baselines_tables.py",
      baselines_headline),
     ("Environment throughput", "env_throughput", "env_throughput.py", env_throughput_headline),
@@ -1238,6 +1292,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   lambda: metaq_curve("metaq_mountaincar.json"), ["metaq_mountaincar.json"]),
     results_block("metaq_classic", "mountaincar",
                   lambda: metaq_comparison("metaq_mountaincar.json"), ["metaq_mountaincar.json"]),
+    results_block("offpolicy_speed", "table", offpolicy_speed_table, ["offpolicy_speed.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
 ]
 

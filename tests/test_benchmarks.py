@@ -398,3 +398,24 @@ def test_pearl_navigation_records_return_against_env_steps_beside_maml(tmp_path)
     maml = result["maml"]
     assert maml["env_steps"] == 200 * 20 * 20 * 100 * 2   # the recorded MAML run's budget
     assert json.loads(out.read_text())["family"] == "navigation2d"
+
+
+def test_metaq_classic_records_metaq_beside_the_per_task_dqn_and_rl2(tmp_path):
+    bench = load_benchmark("metaq_classic")
+    out = tmp_path / "metaq.json"
+    result = bench.main(["--quick", "--eval-tasks", "3", "--out", str(out)])
+    assert set(result["final"]) == {"test", "ood"}
+    assert set(result["final"]["test"]) == {"metaq", "mql", "no_context"}
+    assert len(result["final"]["test"]["metaq"]["mean"]) == 2
+    dqn = result["per_task_dqn"]
+    assert len(dqn["test"]["env_steps_per_task"]) == len(dqn["test"]["return"]["mean"]) == 4
+    assert result["rl2_equal_steps"]["env_steps"] >= result["env_steps"]
+    assert json.loads(out.read_text())["family"] == "cartpole"
+
+
+def test_offpolicy_speed_times_pearl_and_metaq(tmp_path):
+    bench = load_benchmark("offpolicy_speed")
+    result = bench.main(["--quick", "--repeats", "1", "--no-torch",
+                         "--out", str(tmp_path / "speed.json")])
+    for row in list(result["pearl"].values()) + [result["metaq"]]:
+        assert row["jax_gradient_steps_per_s"] > 0 and row["jax_env_steps_per_s"] > 0

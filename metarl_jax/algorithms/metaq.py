@@ -167,6 +167,7 @@ class Learner(NamedTuple):
     play: Any           # (params, tasks [B], key, episodes, epsilon, start=None, use_context=True)
     adapt: Any          # (state, one task's WindowedEpisodes, key) -> (params, diagnostics)
     batch_from_runs: Any
+    train_step: Any     # ((params, target_params, opt_state, buffer), key) -> (carry, metrics)
 
 
 def make(config: Config, family, mesh=None) -> Learner:
@@ -447,7 +448,8 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     return Learner(init=init, update=update, evaluate=evaluate, config=config, family=family,
                    key_metric="collect_return", network=network, td_errors=td_errors,
-                   play=play_tasks, adapt=adapt, batch_from_runs=batch_from_runs)
+                   play=play_tasks, adapt=adapt, batch_from_runs=batch_from_runs,
+                   train_step=train_step)
 
 
 def per_task_dqn(config: Config, family, task_params, key: jax.Array, num_iterations: int,
