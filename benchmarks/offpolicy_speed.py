@@ -101,35 +101,12 @@ def pearl_rows(size: str, repeats: int, quick: bool, torch_ref) -> dict:
            "jax_env_steps_per_s": config.num_tasks_sample * horizon / collect_s,
            "jax_collect_compile_s": collect_compile}
     if torch_ref is not None:
-        row.update(torch_rows(torch_ref, config, repeats))
+        row.update(torch_ref.time_steps(config.encoder_hidden_sizes, config.hidden_sizes,
+                                        config.meta_batch_size, config.batch_size,
+                                        config.context_batch_size, config.latent_dim, STEPS,
+                                        repeats, config.learning_rate))
         row["speedup"] = row["jax_gradient_steps_per_s"] / row["torch_gradient_steps_per_s"]
     return row
-
-
-def torch_rows(ref, config, repeats) -> dict:
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    gen = torch.Generator().manual_seed(0)
-    m, b, c = config.meta_batch_size, config.batch_size, config.context_batch_size
-    model = ref.TorchPEARL(2, 2, config.latent_dim, config.encoder_hidden_sizes,
-                           config.hidden_sizes, learning_rate=config.learning_rate)
-    context = torch.randn(m, c, 5, generator=gen)
-    batch = {"obs": torch.randn(m, b, 2, generator=gen),
-             "action": torch.rand(m, b, 2, generator=gen) * 2 - 1,
-             "critic_reward": torch.randn(m, b, generator=gen),
-             "next_obs": torch.randn(m, b, 2, generator=gen),
-             "terminated": torch.zeros(m, b)}
-    noise = [ref.random_noise(m, b, config.latent_dim, 2, gen) for _ in range(STEPS)]
-    model.step(context, batch, *noise[0])        # warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for n in noise:
-            model.step(context, batch, *n)
-        times.append(time.perf_counter() - start)
-    return {"torch_gradient_steps_per_s": STEPS / statistics.median(times),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def metaq_rows(repeats: int, quick: bool) -> dict:

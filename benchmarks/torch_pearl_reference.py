@@ -27,7 +27,11 @@ times both.
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -178,3 +182,48 @@ def random_noise(meta_batch, batch, latent_dim, action_dim, generator=None):
     return (torch.randn(meta_batch, latent_dim, generator=generator),
             torch.randn(meta_batch, batch, action_dim, generator=generator),
             torch.randn(meta_batch, batch, action_dim, generator=generator))
+
+
+def time_steps(encoder_hidden, hidden, meta_batch, batch, context, latent_dim=5, steps=50,
+               repeats=5, learning_rate=3e-4) -> dict:
+    """Median gradient steps per second of :class:`TorchPEARL` on the point robot's
+    shapes (2-D observations and actions), on tensors drawn once."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    gen = torch.Generator().manual_seed(0)
+    model = TorchPEARL(2, 2, latent_dim, encoder_hidden, hidden, learning_rate=learning_rate)
+    ctx = torch.randn(meta_batch, context, 5, generator=gen)
+    data = {"obs": torch.randn(meta_batch, batch, 2, generator=gen),
+            "action": torch.rand(meta_batch, batch, 2, generator=gen) * 2 - 1,
+            "critic_reward": torch.randn(meta_batch, batch, generator=gen),
+            "next_obs": torch.randn(meta_batch, batch, 2, generator=gen),
+            "terminated": torch.zeros(meta_batch, batch)}
+    noise = [random_noise(meta_batch, batch, latent_dim, 2, gen) for _ in range(steps)]
+    model.step(ctx, data, *noise[0])        # warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for n in noise:
+            model.step(ctx, data, *n)
+        times.append(time.perf_counter() - start)
+    return {"torch_gradient_steps_per_s": steps / statistics.median(times),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoder-hidden", type=int, nargs="+", default=[200, 200, 200])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[300, 300, 300])
+    parser.add_argument("--meta-batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    result = time_steps(args.encoder_hidden, args.hidden, args.meta_batch, args.batch,
+                        args.context, repeats=args.repeats)
+    print(f"torch {result['torch']}, {result['torch_threads']} threads: "
+          f"{result['torch_gradient_steps_per_s']:.1f} PEARL gradient steps / s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -75,7 +75,7 @@ def test_benchmark_scripts_import_no_sibling_and_touch_no_sys_path(name):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_benchmark_script_imports_as_a_module(name):
-    if name == "torch_maml_reference":
+    if name in ("torch_maml_reference", "torch_pearl_reference"):
         pytest.importorskip("torch")
     module = load_benchmark(name)
     assert callable(getattr(module, "main", None))

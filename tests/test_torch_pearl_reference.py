@@ -74,7 +74,7 @@ def test_losses_match(setup):
     t_total, t_aux = s["model"].loss(s["t_context"], s["t_batch"], *s["t_noise"])
     np.testing.assert_allclose(float(t_total.detach()), float(total), rtol=RTOL, atol=ATOL)
     for name in ("critic_loss", "actor_loss", "kl"):
-        np.testing.assert_allclose(float(t_aux[name]), float(aux[name]), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(float(t_aux[name].detach()), float(aux[name]), rtol=RTOL, atol=ATOL)
 
 
 def test_gradients_and_one_step_match(setup):
