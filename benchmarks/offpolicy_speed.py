@@ -1,8 +1,9 @@
 """Off-policy learners' speed: PEARL against a same-run PyTorch PEARL, and Meta-Q-Learning.
 
-Rows, each at two sizes (PEARL's reference networks: encoder 3x200, actor and
-critics 3x300, 16 tasks x 256 transitions, context 64, latent 5; and the
-CPU sizes of ``pearl_navigation.py``: 64-64 everywhere, 16 x 64):
+Rows, each at three sizes (PEARL's reference networks: encoder 3x200, actor
+and critics 3x300, 16 tasks x 256 transitions, context 64, latent 5; the CPU
+sizes of ``pearl_navigation.py``: 64-64 everywhere, 16 x 64; and a small
+setting, 32 / 32-32, 16 x 32, where per-operation overhead dominates):
 
 * **PEARL gradient steps / s**: ``learner.train_step`` (buffer sampling for
   16 tasks, the whole loss, Adam, the target update) scanned over 50 steps in
@@ -44,6 +45,7 @@ SIZES = {
     "reference": dict(encoder_hidden_sizes=(200, 200, 200), hidden_sizes=(300, 300, 300),
                       batch_size=256),
     "cpu": dict(encoder_hidden_sizes=(64, 64), hidden_sizes=(64, 64), batch_size=64),
+    "small": dict(encoder_hidden_sizes=(32,), hidden_sizes=(32, 32), batch_size=32),
 }
 STEPS = 50          # gradient steps per timed call
 
