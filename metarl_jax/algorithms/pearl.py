@@ -41,6 +41,14 @@ and rewards multiplied by ``reward_scale``) or learned toward
 ``target_entropy`` (``learn_alpha=True``). The actor acts in ``(-1, 1)``;
 its actions are mapped affinely onto the env's ``Box`` bounds, as rlkit's
 ``NormalizedBoxEnv``.
+
+**Discrete actions** (CartPole, MountainCar, bandits): the same learner with
+soft actor-critic for discrete actions (Christodoulou 2019): a categorical
+actor, critics that output every action's value ``Q(s, z) [A]``, and the
+expectations over actions in the target and the actor loss taken exactly
+(:func:`~metarl_jax.rl.sac.discrete_soft_td_target`); actions are one-hot in
+the buffers and the context, and the default ``target_entropy`` is half the
+uniform policy's ``log A``.
 """
 
 from __future__ import annotations
@@ -58,10 +66,11 @@ from gymnax.environments import spaces
 
 from metarl_jax.core.curves import AdaptationCurves, make_curves
 from metarl_jax.core.rollout import Trajectory, episode_horizon, rollout, with_horizon
-from metarl_jax.nn.context import (ContextEncoder, SquashedGaussianActor, TwinQ,
-                                   product_of_gaussians, standard_normal_kl)
+from metarl_jax.nn.context import (CategoricalActor, ContextEncoder, SquashedGaussianActor,
+                                   TwinQ, product_of_gaussians, standard_normal_kl)
 from metarl_jax.rl import replay
-from metarl_jax.rl.sac import polyak, soft_td_target, temperature_loss
+from metarl_jax.rl.sac import (discrete_soft_td_target, polyak, soft_td_target,
+                              temperature_loss)
 from metarl_jax.sharding import check_divisible, shard_tasks
 from metarl_jax.utils import (check_bool, check_choice, check_in_unit_interval,
                               check_int_at_least, check_non_negative, check_positive,
@@ -99,7 +108,7 @@ class Config:
     reward_scale: float = 5.0           # rewards x this in the Bellman target
     alpha: float = 1.0                  # entropy temperature (initial value if learned)
     learn_alpha: bool = False
-    target_entropy: float | None = None  # None: -action_dim
+    target_entropy: float | None = None  # None: -action_dim (discrete: 0.5 log A)
     kl_weight: float = 0.1
     policy_mean_reg: float = 1e-3       # the reference's penalties on the actor's
     policy_std_reg: float = 1e-3        # pre-squash mean and log std
@@ -186,9 +195,9 @@ def _episodes(steps: int, horizon: int) -> int:
 
 
 def make(config: Config, family, mesh=None) -> Learner:
-    """Build PEARL for ``family`` (1-D ``Box`` actions).
+    """Build PEARL for ``family`` (1-D ``Box`` or ``Discrete`` actions).
 
-    Raises ``TypeError`` for a wrong config type, a discrete-action family or
+    Raises ``TypeError`` for a wrong config type, another action space or
     ``critic_reward="dense"`` on an env that reports no dense reward, and
     ``ValueError`` if the meta-batch does not divide over ``mesh``.
     """
@@ -199,23 +208,33 @@ def make(config: Config, family, mesh=None) -> Learner:
     params0 = family.sample_params(jax.random.PRNGKey(0))
     horizon = episode_horizon(family, config.horizon, "PEARL")
     action_space = env.action_space(params0)
-    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+    discrete = isinstance(action_space, spaces.Discrete)
+    if not discrete and (not isinstance(action_space, spaces.Box)
+                         or len(action_space.shape) != 1):
         raise TypeError(f"family {family.name!r} has {type(action_space).__name__} actions; "
-                        "PEARL needs a 1-D Box action space (for discrete actions use metaq)")
+                        "PEARL needs Discrete or 1-D Box actions")
     obs_dim = math.prod(env.observation_space(params0).shape)
-    action_dim = int(action_space.shape[0])
-    low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), (action_dim,))
-    high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), (action_dim,))
-    if not (np.all(np.isfinite(np.asarray(low))) and np.all(np.isfinite(np.asarray(high)))):
-        raise TypeError(f"family {family.name!r}: PEARL needs finite action bounds")
+    if discrete:
+        action_dim = int(action_space.n)     # actions are one-hot in buffers and context
+        example_action = jnp.zeros((), jnp.int32)
+    else:
+        action_dim = int(action_space.shape[0])
+        low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), (action_dim,))
+        high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), (action_dim,))
+        if not (np.all(np.isfinite(np.asarray(low)))
+                and np.all(np.isfinite(np.asarray(high)))):
+            raise TypeError(f"family {family.name!r}: PEARL needs finite action bounds")
+        example_action = jnp.zeros((action_dim,), jnp.float32)
     obs0, state0 = env.reset(jax.random.PRNGKey(0), params0)
-    info0 = jax.eval_shape(env.step, jax.random.PRNGKey(0), state0,
-                           jnp.zeros((action_dim,), jnp.float32), params0)[-1]
+    info0 = jax.eval_shape(env.step, jax.random.PRNGKey(0), state0, example_action,
+                           params0)[-1]
     if config.critic_reward == "dense" and "dense_reward" not in info0:
         raise TypeError(f"family {family.name!r}: critic_reward='dense' needs an env that "
                         "reports info['dense_reward'] (point-robot-sparse does); use 'env'")
-    target_entropy = (-float(action_dim) if config.target_entropy is None
-                      else float(config.target_entropy))
+    if config.target_entropy is not None:
+        target_entropy = float(config.target_entropy)
+    else:   # continuous: SAC's -dim(A); discrete: half the uniform policy's entropy
+        target_entropy = 0.5 * math.log(action_dim) if discrete else -float(action_dim)
     context_dim = obs_dim * (2 if config.use_next_obs_in_context else 1) + action_dim + 1
     initial_episodes = _episodes(config.num_initial_steps, horizon)
     prior_episodes = _episodes(config.num_steps_prior, horizon)
@@ -225,15 +244,22 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     info_keys = ("dense_reward",) if config.critic_reward == "dense" else ()
     encoder = ContextEncoder(tuple(config.encoder_hidden_sizes), config.latent_dim)
-    actor = SquashedGaussianActor(tuple(config.hidden_sizes), action_dim)
-    critic = TwinQ(tuple(config.hidden_sizes))
+    if discrete:
+        actor = CategoricalActor(tuple(config.hidden_sizes), action_dim)
+        critic = TwinQ(tuple(config.hidden_sizes), action_dim)
+    else:
+        actor = SquashedGaussianActor(tuple(config.hidden_sizes), action_dim)
+        critic = TwinQ(tuple(config.hidden_sizes))
     optimizer = optax.adam(config.learning_rate)
 
-    def to_env(action):    # (-1, 1) -> [low, high]
-        return low + 0.5 * (action + 1.0) * (high - low)
+    def to_env(action):    # (-1, 1) -> [low, high]; discrete: the index itself
+        return action if discrete else low + 0.5 * (action + 1.0) * (high - low)
 
-    def from_env(action):  # the inverse, for the buffer (the actor's own scale)
-        return jnp.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0)
+    def from_env(action):  # the inverse, for the buffer (the actor's scale, or one-hot)
+        if discrete:
+            return jax.nn.one_hot(action, action_dim, dtype=jnp.float32)
+        return jnp.clip(2.0 * (action.astype(jnp.float32) - low) / (high - low) - 1.0,
+                        -1.0, 1.0)
 
     # -- context and inference -------------------------------------------------------
 
@@ -260,7 +286,10 @@ def make(config: Config, family, mesh=None) -> Learner:
             actor_params, z = actor_and_z
             dist = actor.apply(actor_params, jnp.concatenate(
                 [jnp.reshape(obs, (-1,)).astype(jnp.float32), z]))
-            action = dist.mode() if deterministic else dist.sample_and_log_prob(key)[0]
+            if deterministic:
+                action = dist.mode()
+            else:
+                action = dist.sample(key) if discrete else dist.sample_and_log_prob(key)[0]
             return to_env(action)
         return act
 
@@ -268,7 +297,7 @@ def make(config: Config, family, mesh=None) -> Learner:
         """The transitions of one episode per task (leaves ``[B, H, ...]``) and ``valid``."""
         items = {
             "obs": traj.obs.reshape(traj.obs.shape[:2] + (-1,)).astype(jnp.float32),
-            "action": from_env(traj.action.astype(jnp.float32)),
+            "action": from_env(traj.action),
             "reward": traj.reward,
             "critic_reward": critic_rewards,
             "next_obs": traj.next_obs.reshape(traj.next_obs.shape[:2] + (-1,))
@@ -350,25 +379,40 @@ def make(config: Config, family, mesh=None) -> Learner:
         alpha = jnp.exp(params["log_alpha"])
         alpha_sg = jax.lax.stop_gradient(alpha)
 
-        q = critic.apply(params["critic"],
-                         jnp.concatenate([batch["obs"], batch["action"], batch_z], -1))
+        reward = config.reward_scale * batch["critic_reward"]
+        critic_sg = jax.lax.stop_gradient(params["critic"])
         actor_sg = jax.lax.stop_gradient(params["actor"])
         next_dist = actor.apply(actor_sg, jnp.concatenate([batch["next_obs"], fixed_z], -1))
-        next_action, next_log_prob = next_dist.sample_and_log_prob(k_next)
-        next_q = critic.apply(target_critic,
-                              jnp.concatenate([batch["next_obs"], next_action, fixed_z], -1))
-        target = soft_td_target(config.reward_scale * batch["critic_reward"],
-                                batch["terminated"], next_q, next_log_prob, alpha_sg,
-                                config.gamma)
-        critic_loss = jnp.sum(jnp.mean(jnp.square(q - target[..., None]), axis=(0, 1)))
-
         dist = actor.apply(params["actor"], jnp.concatenate([batch["obs"], fixed_z], -1))
-        new_action, log_prob = dist.sample_and_log_prob(k_new)
-        new_q = critic.apply(jax.lax.stop_gradient(params["critic"]),
-                             jnp.concatenate([batch["obs"], new_action, fixed_z], -1))
-        actor_loss = (jnp.mean(alpha_sg * log_prob - jnp.min(new_q, axis=-1))
-                      + config.policy_mean_reg * jnp.mean(jnp.square(dist.mean))
-                      + config.policy_std_reg * jnp.mean(jnp.square(dist.log_std)))
+        if discrete:
+            # every action's value at once, expectations over actions exact
+            q_all = critic.apply(params["critic"], jnp.concatenate([batch["obs"], batch_z], -1))
+            q = jnp.sum(q_all * batch["action"][..., None], axis=-2)           # [M, B, 2]
+            next_q = critic.apply(target_critic,
+                                  jnp.concatenate([batch["next_obs"], fixed_z], -1))
+            target = discrete_soft_td_target(reward, batch["terminated"], next_q,
+                                             next_dist.log_probs, alpha_sg, config.gamma)
+            log_probs = dist.log_probs
+            new_q = jnp.min(critic.apply(critic_sg, jnp.concatenate([batch["obs"], fixed_z],
+                                                                    -1)), axis=-1)
+            actor_loss = jnp.mean(jnp.sum(jnp.exp(log_probs) * (alpha_sg * log_probs - new_q),
+                                          axis=-1))
+            log_prob = -dist.entropy()          # E[log pi], for the temperature and metrics
+        else:
+            q = critic.apply(params["critic"],
+                             jnp.concatenate([batch["obs"], batch["action"], batch_z], -1))
+            next_action, next_log_prob = next_dist.sample_and_log_prob(k_next)
+            next_q = critic.apply(target_critic,
+                                  jnp.concatenate([batch["next_obs"], next_action, fixed_z], -1))
+            target = soft_td_target(reward, batch["terminated"], next_q, next_log_prob,
+                                    alpha_sg, config.gamma)
+            new_action, log_prob = dist.sample_and_log_prob(k_new)
+            new_q = critic.apply(critic_sg,
+                                 jnp.concatenate([batch["obs"], new_action, fixed_z], -1))
+            actor_loss = (jnp.mean(alpha_sg * log_prob - jnp.min(new_q, axis=-1))
+                          + config.policy_mean_reg * jnp.mean(jnp.square(dist.mean))
+                          + config.policy_std_reg * jnp.mean(jnp.square(dist.log_std)))
+        critic_loss = jnp.sum(jnp.mean(jnp.square(q - target[..., None]), axis=(0, 1)))
         alpha_loss = (temperature_loss(params["log_alpha"], log_prob, target_entropy)
                       if config.learn_alpha else jnp.zeros((), jnp.float32))
         total = critic_loss + config.kl_weight * kl + actor_loss + alpha_loss
@@ -403,8 +447,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         k_enc, k_actor, k_critic, k_tasks, k_collect = jax.random.split(key, 5)
         obs = jnp.zeros((obs_dim,), jnp.float32)
         z = jnp.zeros((config.latent_dim,), jnp.float32)
-        critic_params = critic.init(k_critic, jnp.zeros((obs_dim + action_dim
-                                                         + config.latent_dim,)))
+        critic_params = critic.init(k_critic, jnp.zeros(
+            (obs_dim + (0 if discrete else action_dim) + config.latent_dim,)))
         params = {
             "encoder": encoder.init(k_enc, jnp.zeros((1, context_dim), jnp.float32)),
             "actor": actor.init(k_actor, jnp.concatenate([obs, z])),

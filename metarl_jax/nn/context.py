@@ -12,7 +12,8 @@ After Rakelly et al. 2019 (arXiv:1903.08254), Sec. 4 and the reference code
   masked factor has zero precision; with none left it is the prior ``N(0, 1)``);
 * :class:`SquashedGaussianActor`: ``(s, z) -> tanh``-Gaussian policy;
 * :class:`TwinQ`: two independent Q-networks ``(s, a, z) -> [2]`` in one
-  module (``nn.vmap`` over a parameter axis), for clipped double-Q.
+  module (``nn.vmap`` over a parameter axis), for clipped double-Q, or
+  ``(s, z) -> [A, 2]`` for discrete actions, with :class:`CategoricalActor`.
 
 And for Meta-Q-Learning's context-conditioned value learner (Fakoor et al.
 2020, Sec. 4.1), which summarises the recent history with a GRU:
@@ -32,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metarl_jax.nn.distributions import TanhGaussian
+from metarl_jax.nn.distributions import Categorical, TanhGaussian
 from metarl_jax.nn.mlp import MLP
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0   # SAC's clamp on the actor's log std
@@ -90,24 +91,42 @@ class SquashedGaussianActor(nn.Module):
         return TanhGaussian(mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX))
 
 
+class CategoricalActor(nn.Module):
+    """``[s, z] -> Categorical`` over ``num_actions`` (PEARL's discrete-action variant)."""
+
+    hidden_sizes: Sequence[int]
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> Categorical:
+        h = MLP(self.hidden_sizes, "relu", name="torso")(x)
+        return Categorical(nn.Dense(self.num_actions, name="logits")(h))
+
+
 class _Q(nn.Module):
     hidden_sizes: Sequence[int]
+    num_outputs: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Dense(1, name="out")(MLP(self.hidden_sizes, "relu", name="torso")(x))[..., 0]
+        h = MLP(self.hidden_sizes, "relu", name="torso")(x)
+        if self.num_outputs:
+            return nn.Dense(self.num_outputs, name="out")(h)
+        return nn.Dense(1, name="out")(h)[..., 0]
 
 
 class TwinQ(nn.Module):
-    """``[s, a, z] -> [..., 2]``: two Q-networks with independent parameters."""
+    """Two Q-networks with independent parameters: ``[s, a, z] -> [..., 2]``, or with
+    ``num_actions > 0`` (discrete actions) ``[s, z] -> [..., num_actions, 2]``."""
 
     hidden_sizes: Sequence[int]
+    num_actions: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         twins = nn.vmap(_Q, variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=None, out_axes=-1, axis_size=2)
-        return twins(self.hidden_sizes, name="twins")(x)
+        return twins(self.hidden_sizes, self.num_actions, name="twins")(x)
 
 
 class _MaskedGRUCell(nn.Module):
