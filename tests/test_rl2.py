@@ -567,6 +567,11 @@ def test_continuous_actions_run(in_ci):
     chex.assert_shape(trials.inputs, (4, 1, 8, 2 + 2 + 2))
     assert bool(jnp.all(jnp.isfinite(trials.log_prob)))
     assert "log_std" in state.params["params"]
+    # the PPO update recomputes the Gaussian over whole sequences (a scan over steps)
+    new_state, metrics = jax.jit(learner.update)(state, jax.random.PRNGKey(3))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert not np.array_equal(new_state.params["params"]["log_std"],
+                              state.params["params"]["log_std"])
 
 
 MESH_SCRIPT = """

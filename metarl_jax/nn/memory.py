@@ -116,7 +116,8 @@ class GRUActorCritic(nn.Module):
         else:
             log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,),
                                  jnp.float32)
-            dist = DiagGaussian(head, log_std)
+            # full shape, so a scan over steps (``sequence``) stacks it like the mean
+            dist = DiagGaussian(head, jnp.broadcast_to(log_std, head.shape))
         return hidden, dist, value
 
 
