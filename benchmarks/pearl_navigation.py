@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 import metarl_jax
-from metarl_jax.algorithms import pearl
+from metarl_jax.algorithms import pearl, rl2
 from metarl_jax.training.report import (machine_metadata, mean_and_ci95, read_json,
                                         update_json)
 
@@ -70,6 +70,26 @@ def maml_reference() -> dict | None:
             "source": "benchmarks/results/maml_navigation.json"}
 
 
+def rl2_equal_steps(family, recorded: dict, seed: int, quick: bool) -> dict:
+    """RL² (GRU 64, 64 trials of 3 episodes per iteration) trained with the recorded
+    PEARL run's env steps, on the same held-out tasks: return per episode of a trial."""
+    horizon = recorded["config"]["horizon"] or None
+    cfg = rl2.Config(trial_episodes=recorded["config"]["eval_episodes"], horizon=horizon,
+                     meta_batch_size=4 if quick else 64, hidden_size=8 if quick else 64)
+    learner = rl2.make(cfg, family)
+    state = learner.init(jax.random.PRNGKey(seed))
+    update, evaluate = jax.jit(learner.update), jax.jit(learner.evaluate)
+    steps, iteration, tick = 0, 0, time.perf_counter()
+    while steps < recorded["final"]["env_steps"] or iteration == 0:
+        state, metrics = update(state, jax.random.fold_in(jax.random.PRNGKey(seed), iteration))
+        steps += int(metrics["env_steps"])
+        iteration += 1
+    tasks = family.sample(jax.random.PRNGKey(seed + 1), recorded["eval_tasks"], "test")
+    curve = np.asarray(evaluate(state, tasks, jax.random.PRNGKey(seed + 2))["rl2"])
+    return {"config": dataclasses.asdict(cfg), "iterations": iteration, "env_steps": steps,
+            "wall_s": time.perf_counter() - tick, "rl2": mean_and_ci95(curve)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="navigation2d")
@@ -78,10 +98,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-tasks", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rl2-only", action="store_true",
+                        help="train RL² with the env steps of the recorded PEARL run in the "
+                             "results JSON and add it there (PEARL is not re-run)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     out = args.out or os.path.join(RESULTS, f"pearl_{args.family.replace('-', '_')}.json")
     family = metarl_jax.make(args.family)
+    if args.rl2_only:
+        recorded = read_json(out)
+        if not recorded:
+            parser.error(f"--rl2-only needs a recorded PEARL run in {out}")
+        # the file's machine and date stay the PEARL run's; RL²'s are in its own entry
+        return update_json(out, {"rl2_equal_steps": {
+            **rl2_equal_steps(family, recorded, args.seed, args.quick),
+            **machine_metadata()}}, metadata=False)
     cfg = config(args.family, args.quick)
     learner = pearl.make(cfg, family)
     tasks = family.sample(jax.random.PRNGKey(args.seed + 1), args.eval_tasks, "test")

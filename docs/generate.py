@@ -870,6 +870,15 @@ def pearl_navigation_comparison() -> str:
                          f"{maml['env_steps'] / reached['env_steps']:.0f}x fewer.")
         else:
             lines.append("PEARL does not reach it within this run.")
+    rl2 = data.get("rl2_equal_steps")
+    if rl2:
+        episodes = ", ".join(pm(m, c, 1) for m, c in zip(rl2["rl2"]["mean"], rl2["rl2"]["ci95"]))
+        lines.append(f"RL² (GRU {rl2['config']['hidden_size']}, "
+                     f"{rl2['config']['meta_batch_size']} trials of "
+                     f"{rl2['config']['trial_episodes']} episodes per iteration) trained with "
+                     f"PEARL's env steps ({thousands(rl2['env_steps'])}, {rl2['iterations']} "
+                     f"iterations) on the same held-out goals: {episodes} per episode of a "
+                     "trial.")
     return " ".join(lines) + "\n\n" + machines([("pearl_navigation2d.json", data)])
 
 

@@ -398,6 +398,11 @@ def test_pearl_navigation_records_return_against_env_steps_beside_maml(tmp_path)
     maml = result["maml"]
     assert maml["env_steps"] == 200 * 20 * 20 * 100 * 2   # the recorded MAML run's budget
     assert json.loads(out.read_text())["family"] == "navigation2d"
+    # RL² with the recorded run's env steps, added to the same file
+    merged = bench.main(["--quick", "--rl2-only", "--out", str(out)])
+    rl2 = merged["rl2_equal_steps"]
+    assert rl2["env_steps"] >= row["env_steps"] and len(rl2["rl2"]["mean"]) == 3
+    assert merged["final"] == json.loads(json.dumps(row))
 
 
 def test_metaq_classic_records_metaq_beside_the_per_task_dqn_and_rl2(tmp_path):

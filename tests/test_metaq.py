@@ -198,6 +198,8 @@ def test_runs_without_retracing_on_discrete_families():
         for i in range(2):
             state, metrics = update(state, jax.random.PRNGKey(i))
         assert all(np.isfinite(float(v)) for v in metrics.values()), name
+        if name != "cartpole":
+            continue            # evaluate's compile is the slow part; once is enough
         curve = learner.evaluate(state, family.sample(jax.random.PRNGKey(9), 3, "test"),
                                  jax.random.PRNGKey(1))
         assert np.asarray(curve["metaq"]).shape == (3, 2), name
