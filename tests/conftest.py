@@ -19,3 +19,35 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def in_ci() -> bool:
     """True when CI=true: long learning checks run their small version."""
     return IN_CI
+
+
+@pytest.fixture
+def assert_nan_stops_run(tmp_path):
+    """``check(algorithm_module, config, family, poison, **train_options)``: wrap the
+    learner's ``update`` so ``poison(state)`` turns its state NaN from iteration 2 on,
+    and check that the runner stops there, naming the last good checkpoint (1), and
+    keeps the checkpoint directory."""
+    import types
+
+    import jax.numpy as jnp
+
+    from metarl_jax.training.runner import NonFiniteError, train
+
+    def check(algorithm, config, family, poison, **options):
+        def make(config, family, mesh=None):
+            learner = algorithm.make(config, family, mesh)
+
+            def update(state, key):
+                state, metrics = learner.update(state, key)
+                return poison(state, state.step >= 2, jnp.nan), metrics
+
+            return learner._replace(update=update)
+
+        module = types.SimpleNamespace(Config=algorithm.Config, make=make,
+                                       __name__=f"poisoned_{algorithm.__name__}")
+        with pytest.raises(NonFiniteError, match="iteration 2.*Last good checkpoint: iteration 1"):
+            train(module, config, family, tmp_path / "run", num_iterations=3, eval_every=0,
+                  checkpoint_every=1, eval_num_tasks=2, quiet=True, **options)
+        assert (tmp_path / "run" / "checkpoints").is_dir()
+
+    return check

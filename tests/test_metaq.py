@@ -3,7 +3,6 @@ learning, the per-task DQN baseline, errors, resume."""
 
 import dataclasses
 import os
-import types
 
 import chex
 import jax
@@ -16,7 +15,7 @@ from metarl_jax.algorithms import metaq
 from metarl_jax.rl import replay
 from metarl_jax.rl.dqn import double_q_target, epsilon_greedy_probs, linear_schedule
 from metarl_jax.rl.propensity import effective_sample_size, propensity_weights
-from metarl_jax.training.runner import NonFiniteError, train
+from metarl_jax.training.runner import train
 
 CI = os.environ.get("CI") == "true"
 
@@ -277,24 +276,14 @@ def test_runner_resumes_exactly_with_the_buffers(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_nan_in_the_q_network_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    def make(config, family, mesh=None):
-        learner = metaq.make(config, family, mesh)
+def test_a_nan_in_the_q_network_stops_the_run_and_keeps_the_last_good_checkpoint(
+        assert_nan_stops_run):
+    def poison(state, now, nan):
+        return state.replace(params=jax.tree.map(lambda x: jnp.where(now, nan, x),
+                                                 state.params))
 
-        def update(state, key):
-            state, metrics = learner.update(state, key)
-            poisoned = jax.tree.map(lambda x: jnp.where(state.step >= 2, jnp.nan, x),
-                                    state.params)
-            return state.replace(params=poisoned), metrics
-
-        return learner._replace(update=update)
-
-    module = types.SimpleNamespace(Config=metaq.Config, make=make, __name__="poisoned_metaq")
-    with pytest.raises(NonFiniteError, match="iteration 2.*Last good checkpoint: iteration 1"):
-        train(module, tiny(), "cartpole", tmp_path / "run", num_iterations=3,
-              family_options={"max_steps_in_episode": 30}, eval_every=0,
-              checkpoint_every=1, eval_num_tasks=2, quiet=True)
-    assert (tmp_path / "run" / "checkpoints").is_dir()
+    assert_nan_stops_run(metaq, tiny(), "cartpole", poison,
+                         family_options={"max_steps_in_episode": 30})
 
 
 @pytest.mark.slow
