@@ -852,6 +852,22 @@ def pearl_navigation_curve(name: str = "pearl_navigation2d.json") -> str:
         + [f"prior_z, episode {n}", f"reward in episode {n}"], rows, "l" + "r" * (n + 4))
 
 
+def _rl2_equal_steps_line(rl2: dict, digits: int) -> str:
+    episodes = ", ".join(pm(m, c, digits) for m, c in zip(rl2["rl2"]["mean"], rl2["rl2"]["ci95"]))
+    return (f"RL² (GRU {rl2['config']['hidden_size']}, {rl2['config']['meta_batch_size']} "
+            f"trials of {rl2['config']['trial_episodes']} episodes per iteration) trained with "
+            f"PEARL's env steps ({thousands(rl2['env_steps'])}, {rl2['iterations']} iterations) "
+            f"on the same held-out goals: {episodes} per episode of a trial.")
+
+
+def pearl_sparse_block() -> str:
+    data = load("pearl_point_robot_sparse.json")
+    text = pearl_navigation_curve("pearl_point_robot_sparse.json")
+    if data.get("rl2_equal_steps"):
+        text += "\n\n" + _rl2_equal_steps_line(data["rl2_equal_steps"], 2)
+    return text + "\n\n" + machines([("pearl_point_robot_sparse.json", data)])
+
+
 def pearl_navigation_comparison() -> str:
     data = load("pearl_navigation2d.json")
     maml = data.get("maml")
@@ -870,15 +886,8 @@ def pearl_navigation_comparison() -> str:
                          f"{maml['env_steps'] / reached['env_steps']:.0f}x fewer.")
         else:
             lines.append("PEARL does not reach it within this run.")
-    rl2 = data.get("rl2_equal_steps")
-    if rl2:
-        episodes = ", ".join(pm(m, c, 1) for m, c in zip(rl2["rl2"]["mean"], rl2["rl2"]["ci95"]))
-        lines.append(f"RL² (GRU {rl2['config']['hidden_size']}, "
-                     f"{rl2['config']['meta_batch_size']} trials of "
-                     f"{rl2['config']['trial_episodes']} episodes per iteration) trained with "
-                     f"PEARL's env steps ({thousands(rl2['env_steps'])}, {rl2['iterations']} "
-                     f"iterations) on the same held-out goals: {episodes} per episode of a "
-                     "trial.")
+    if data.get("rl2_equal_steps"):
+        lines.append(_rl2_equal_steps_line(data["rl2_equal_steps"], 1))
     return " ".join(lines) + "\n\n" + machines([("pearl_navigation2d.json", data)])
 
 
@@ -1288,10 +1297,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("pearl_navigation", "curve", pearl_navigation_curve, ["pearl_navigation2d.json"]),
     results_block("pearl_navigation", "comparison", pearl_navigation_comparison,
                   ["pearl_navigation2d.json"]),
-    results_block("pearl_navigation", "sparse",
-                  lambda: pearl_navigation_curve("pearl_point_robot_sparse.json")
-                  + "\n\n" + machines([("pearl_point_robot_sparse.json",
-                                          load("pearl_point_robot_sparse.json"))]),
+    results_block("pearl_navigation", "sparse", pearl_sparse_block,
                   ["pearl_point_robot_sparse.json"]),
     results_block("metaq_classic", "cartpole-curve", lambda: metaq_curve("metaq_cartpole.json"),
                   ["metaq_cartpole.json"]),
