@@ -100,8 +100,7 @@ def test_buffer_windows_are_the_contexts_the_agent_acted_on():
                           learner.play(state.params, tasks, jax.random.PRNGKey(1), 2, 0.5))
     valid = np.asarray(played.valid)
     items = {**played.items, "window": played.window, "mask": played.mask}
-    keep = {k: items[k] for k in ("obs", "action", "reward", "next_obs", "terminated",
-                                  "done", "t")}
+    keep = played.items                  # exactly what the learner stores
     buffer = replay.init(jax.tree.map(lambda x: x[0], keep), 1, 50)
     # an unrelated trial first: its transitions must never leak into the windows
     other = learner.play(state.params, tasks, jax.random.PRNGKey(2), 2, 1.0)
@@ -206,6 +205,16 @@ def test_runs_without_retracing_on_discrete_families():
         # the episodes before the adaptation step are shared (same keys)
         np.testing.assert_array_equal(np.asarray(curve["metaq"])[:, 0],
                                       np.asarray(curve["mql"])[:, 0])
+
+
+def test_a_learner_without_context_adapts_on_transition_features():
+    # context_length=0: the propensity classifier reads the transitions themselves
+    family = cartpole()
+    learner = metaq.make(tiny(context_length=0), family)
+    state = learner.init(jax.random.PRNGKey(0))
+    curve = learner.evaluate(state, family.sample(jax.random.PRNGKey(1), 2, "test"),
+                             jax.random.PRNGKey(2))
+    assert curve.baselines == ("mql",) and np.isfinite(np.asarray(curve["mql"])).all()
 
 
 def test_collection_and_env_step_accounting():

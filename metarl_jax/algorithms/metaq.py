@@ -61,7 +61,7 @@ from metarl_jax.rl.dqn import double_q_target, epsilon_greedy_probs, linear_sche
 from metarl_jax.rl.propensity import propensity_weights
 from metarl_jax.rl.sac import polyak
 from metarl_jax.sharding import check_divisible, shard_tasks
-from metarl_jax.utils import (check_bool, check_in_unit_interval, check_int_at_least,
+from metarl_jax.utils import (tree_axpy, tree_vdot, check_bool, check_in_unit_interval, check_int_at_least,
                               check_non_negative, check_positive, check_positive_int,
                               check_positive_int_tuple)
 
@@ -226,6 +226,7 @@ def make(config: Config, family, mesh=None) -> Learner:
         return {
             "obs": item["obs"], "action": item["action"], "reward": item["reward"],
             "next_obs": item["next_obs"], "terminated": item["terminated"],
+            "done": item["done"],
             "window": vectors[..., :window, :],
             "mask": present[..., :window] & (back <= t),
             "next_window": vectors[..., 1:, :],
@@ -275,10 +276,6 @@ def make(config: Config, family, mesh=None) -> Learner:
                                              use_context),
                         in_axes=(0, 0, 0 if start is not None else None))(tasks, keys, start)
 
-    def stored(items):
-        return {name: items[name] for name in ("obs", "action", "reward", "next_obs",
-                                                "terminated", "done", "t")}
-
     # -- training -------------------------------------------------------------------------
 
     def train_step(carry, key):
@@ -319,7 +316,7 @@ def make(config: Config, family, mesh=None) -> Learner:
         steps = jnp.zeros((), jnp.int32)
         for k in jax.random.split(k_collect, config.num_initial_trials):
             played = play_tasks(params, train_tasks, k, config.trial_episodes, 1.0)
-            buffer = replay.add_all(buffer, stored(played.items), played.valid)
+            buffer = replay.add_all(buffer, played.items, played.valid)
             steps = steps + jnp.sum(played.valid)
         return MetaQState(params=params, target_params=params,
                           opt_state=optimizer.init(params), train_tasks=train_tasks,
@@ -336,7 +333,7 @@ def make(config: Config, family, mesh=None) -> Learner:
             :config.num_tasks_sample]
         tasks = jax.tree.map(lambda x: x[task_ids], state.train_tasks)
         played = play_tasks(state.params, tasks, k_play, config.trial_episodes, epsilon)
-        buffer = replay.add(state.replay, task_ids, stored(played.items), played.valid)
+        buffer = replay.add(state.replay, task_ids, played.items, played.valid)
         steps = jnp.sum(played.valid).astype(jnp.int32)
         carry = (state.params, state.target_params, state.opt_state, buffer)
         carry, aux = jax.lax.scan(train_step, carry,
@@ -356,7 +353,7 @@ def make(config: Config, family, mesh=None) -> Learner:
     def features(params, batch):
         """Propensity features: the context summary after the transition (it
         includes the transition itself), or the transition without context."""
-        if window and config.context_size:
+        if window:
             return context_summary(network, params, batch["next_window"], batch["next_mask"])
         return item_vector(batch)
 
@@ -400,8 +397,8 @@ def make(config: Config, family, mesh=None) -> Learner:
                                    jax.tree.map(lambda x: x[i_new], new))
             err_old, _ = td_errors(params, state.target_params,
                                    jax.tree.map(lambda x: x[i_old], old))
-            distance = sum(jnp.sum(jnp.square(p - m)) for p, m in
-                           zip(jax.tree.leaves(params), jax.tree.leaves(theta_meta)))
+            diff = tree_axpy(-1.0, theta_meta, params)
+            distance = tree_vdot(diff, diff)
             return jnp.mean(err_new) + jnp.mean(beta[i_old] * err_old) + lam * distance
 
         def step(carry, k):

@@ -164,7 +164,7 @@ class WindowGRU(nn.Module):
 class ContextQNetwork(nn.Module):
     """``(obs [..., o], window [..., W, d], mask [..., W]) -> Q [..., num_actions]``.
 
-    ``context_size = 0`` (or an empty window) drops the context: a plain DQN.
+    An empty window (``W = 0``) drops the context: a plain DQN.
     """
 
     hidden_sizes: Sequence[int]
@@ -174,7 +174,7 @@ class ContextQNetwork(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array, window: jax.Array, mask: jax.Array) -> jax.Array:
         x = obs
-        if self.context_size and window.shape[-2]:
+        if window.shape[-2]:
             x = jnp.concatenate([obs, WindowGRU(self.context_size, name="context")(window, mask)],
                                 axis=-1)
         h = MLP(self.hidden_sizes, "relu", name="torso")(x)
