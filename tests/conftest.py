@@ -51,3 +51,26 @@ def assert_nan_stops_run(tmp_path):
         assert (tmp_path / "run" / "checkpoints").is_dir()
 
     return check
+
+
+@pytest.fixture
+def assert_resumes_exactly(tmp_path):
+    """``check(algorithm, config_dict, family, **train_options)``: two iterations in one
+    run equal one iteration, a stop and a resumed second one, leaf for leaf (buffers too)."""
+    import jax
+    import numpy as np
+
+    from metarl_jax.training.runner import train
+
+    def check(algorithm, config, family, **options):
+        settings = dict(num_iterations=2, eval_every=0, checkpoint_every=1, quiet=True,
+                        **options)
+        whole = train(algorithm, config, family, tmp_path / "whole", **settings)
+        first = train(algorithm, config, family, tmp_path / "part",
+                      **{**settings, "num_iterations": 1})
+        assert first.iteration == 1
+        resumed = train(algorithm, config, family, tmp_path / "part", resume=True, **settings)
+        for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):
+            np.testing.assert_array_equal(a, b)
+
+    return check

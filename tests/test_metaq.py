@@ -15,7 +15,6 @@ from metarl_jax.algorithms import metaq
 from metarl_jax.rl import replay
 from metarl_jax.rl.dqn import double_q_target, epsilon_greedy_probs, linear_schedule
 from metarl_jax.rl.propensity import effective_sample_size, propensity_weights
-from metarl_jax.training.runner import train
 
 CI = os.environ.get("CI") == "true"
 
@@ -272,17 +271,9 @@ def test_bad_family_or_sizes_are_rejected():
         learner.init(jax.random.PRNGKey(0), cartpole().sample(jax.random.PRNGKey(0), 2))
 
 
-def test_runner_resumes_exactly_with_the_buffers(tmp_path):
-    settings = dict(family_options={"max_steps_in_episode": 30}, num_iterations=2,
-                    eval_every=0, checkpoint_every=1, eval_num_tasks=3, quiet=True)
-    config = dataclasses.asdict(tiny())
-    whole = train("metaq", config, "cartpole", tmp_path / "whole", **settings)
-    first = train("metaq", config, "cartpole", tmp_path / "part",
-                  **{**settings, "num_iterations": 1})
-    assert first.iteration == 1
-    resumed = train("metaq", config, "cartpole", tmp_path / "part", resume=True, **settings)
-    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):
-        np.testing.assert_array_equal(a, b)
+def test_runner_resumes_exactly_with_the_buffers(assert_resumes_exactly):
+    assert_resumes_exactly("metaq", dataclasses.asdict(tiny()), "cartpole",
+                           family_options={"max_steps_in_episode": 30}, eval_num_tasks=3)
 
 
 def test_a_nan_in_the_q_network_stops_the_run_and_keeps_the_last_good_checkpoint(

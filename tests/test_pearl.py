@@ -14,7 +14,6 @@ from metarl_jax.algorithms import pearl
 from metarl_jax.nn.context import product_of_gaussians, standard_normal_kl
 from metarl_jax.nn.distributions import DiagGaussian, TanhGaussian
 from metarl_jax.rl.sac import polyak, soft_td_target, temperature_loss
-from metarl_jax.training.runner import train
 
 CI = os.environ.get("CI") == "true"
 
@@ -241,17 +240,9 @@ def test_bad_family_is_rejected():
         pearl.make({"latent_dim": 5}, point_robot())
 
 
-def test_runner_resumes_exactly_with_the_buffers(tmp_path):
-    settings = dict(family_options={}, num_iterations=2, eval_every=0, checkpoint_every=1,
-                    eval_num_tasks=4, quiet=True)
-    config = dataclasses.asdict(tiny())
-    whole = train("pearl", config, "point-robot", tmp_path / "whole", **settings)
-    first = train("pearl", config, "point-robot", tmp_path / "part",
-                  **{**settings, "num_iterations": 1})
-    assert first.iteration == 1
-    resumed = train("pearl", config, "point-robot", tmp_path / "part", resume=True, **settings)
-    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):
-        np.testing.assert_array_equal(a, b)
+def test_runner_resumes_exactly_with_the_buffers(assert_resumes_exactly):
+    assert_resumes_exactly("pearl", dataclasses.asdict(tiny()), "point-robot",
+                           family_options={}, eval_num_tasks=4)
 
 
 def test_a_nan_in_the_critic_stops_the_run_and_keeps_the_last_good_checkpoint(
