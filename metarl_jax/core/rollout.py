@@ -28,7 +28,7 @@ compile serves any batch of tasks of the same shape.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -387,6 +387,17 @@ def push_transition(window: jax.Array, mask: jax.Array, vector: jax.Array, keep=
     return jnp.where(keep, new_window, window), jnp.where(keep, new_mask, mask)
 
 
+class WindowCarry(NamedTuple):
+    """Where windowed play stands: the env, the context window and the trial's counters."""
+
+    obs: jax.Array
+    env_state: Any
+    window: jax.Array      # [W, d], oldest first
+    mask: jax.Array        # [W]
+    episode: jax.Array     # episodes finished since the first call
+    t: jax.Array           # transitions of the current trial so far
+
+
 @struct.dataclass
 class WindowedEpisodes:
     """What :func:`run_windowed` played on one task (``T = num_episodes * horizon`` steps).
@@ -397,7 +408,8 @@ class WindowedEpisodes:
     * ``window``, ``mask``: ``[T, W, d]``, ``[T, W]``, the context the action was chosen on
     * ``valid``: ``[T]``, the step belongs to the requested episodes
     * ``returns``: ``[num_episodes]`` undiscounted return of each episode
-    * ``carry``: where play stopped (the last episode's end); pass it as ``start`` to continue
+    * ``carry``: a :class:`WindowCarry`, where play stopped (the last episode's end);
+      pass it as ``start`` to continue
     """
 
     items: dict
@@ -432,12 +444,13 @@ def run_windowed(env, act: WindowPolicy, params: Any, env_params: Any, key: jax.
     if start is None:
         obs, env_state = env.reset(k_reset, env_params)
         obs_dim = int(jnp.size(obs))
-        start = (obs, env_state, jnp.zeros((window, window_dim(obs_dim, action_spec)),
-                                           jnp.float32),
-                 jnp.zeros((window,), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-    limit = start[4] + num_episodes
+        start = WindowCarry(obs, env_state,
+                            jnp.zeros((window, window_dim(obs_dim, action_spec)), jnp.float32),
+                            jnp.zeros((window,), bool), jnp.zeros((), jnp.int32),
+                            jnp.zeros((), jnp.int32))
+    limit = start.episode + num_episodes
 
-    def step(carry, key):
+    def step(carry: WindowCarry, key):
         obs, env_state, win, mask, episode, t = carry
         k_act, k_env = jax.random.split(key)
         flat = jnp.reshape(obs, (-1,)).astype(jnp.float32)
@@ -455,8 +468,8 @@ def run_windowed(env, act: WindowPolicy, params: Any, env_params: Any, key: jax.
         win, mask = push_transition(win, mask, transition_vector(item, action_spec), valid)
         ends_trial = done & ((episode + 1) % trial_episodes == 0)
         mask = jnp.where(ends_trial, jnp.zeros_like(mask), mask)
-        new = (next_obs, next_state, win, mask, episode + done.astype(jnp.int32),
-               jnp.where(ends_trial, 0, t + 1))
+        new = WindowCarry(next_obs, next_state, win, mask, episode + done.astype(jnp.int32),
+                          jnp.where(ends_trial, 0, t + 1))
         # frozen after the last episode, so the carry is exactly where play stopped
         return jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry), out
 
