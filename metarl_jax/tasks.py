@@ -120,6 +120,98 @@ def uniform_params_sampler(
     return sample_fn
 
 
+# -- dynamics that change within an episode --------------------------------------------
+
+# perturb(key, params, split) -> params of another piece of the task ``params``
+PerturbFn = Callable[[jax.Array, Any, str], Any]
+
+
+def changing_dynamics_family(
+    family: TaskFamily,
+    perturb: PerturbFn,
+    max_steps_in_episode: int,
+    change_every: int | None = None,
+    change_prob: float | None = None,
+    num_pieces: int | None = None,
+    describe_pieces: Mapping[str, str] | None = None,
+) -> TaskFamily | None:
+    """``family`` with dynamics that change within an episode, or ``None`` if unasked.
+
+    The physics families' ``change_every``/``change_prob``/``num_pieces``
+    options land here. With both change options ``None`` (and no
+    ``num_pieces``) this returns ``None``: the caller keeps ``family`` as it
+    is. Otherwise the env is
+    :class:`~metarl_jax.envs.changing.ChangingDynamics` of ``family.env``, and
+    a task's piece 0 is a task of ``family``'s split while pieces ``1 ..
+    num_pieces - 1`` are ``perturb(key, piece_0, split)`` with independent
+    keys.
+
+    Args:
+      family: the base family.
+      perturb: ``perturb(key, params, split) -> params`` of one more piece.
+      max_steps_in_episode: the base family's horizon.
+      change_every: steps per piece; must be ``< max_steps_in_episode`` (else
+        the dynamics never change). ``num_pieces`` defaults to (and must
+        equal) ``ceil(max_steps_in_episode / change_every)``.
+      change_prob: per-step probability of moving to the next piece
+        (cyclically); ``num_pieces`` defaults to 2.
+      num_pieces: number of pieces (>= 2).
+      describe_pieces: per split, how pieces 1.. differ from piece 0, appended
+        to ``ranges[split]["change"]``.
+
+    Raises:
+      ValueError: naming the bad option (both or neither change option,
+        non-positive sizes, a schedule that never changes, an inconsistent
+        ``num_pieces``).
+    """
+    from metarl_jax.envs.changing import ChangingDynamics, ChangingParams, check_change_options
+
+    if change_every is None and change_prob is None and num_pieces is None:
+        return None
+    check_change_options(change_every, change_prob)
+    num_pieces = _num_pieces(max_steps_in_episode, change_every, num_pieces)
+    env = ChangingDynamics(family.env, num_pieces, change_every, change_prob)
+    base_sample = family.sample_fn
+
+    def sample_fn(key, split):
+        keys = jax.random.split(key, num_pieces)
+        first = base_sample(keys[0], split)
+        rest = jax.vmap(lambda k: perturb(k, first, split))(keys[1:])
+        pieces = jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]),
+                              first, rest)
+        return ChangingParams(pieces=pieces, max_steps_in_episode=first.max_steps_in_episode)
+
+    schedule = (f"every {change_every} steps" if change_every is not None
+                else f"with probability {change_prob} per step")
+    change = f"{schedule}, {num_pieces} pieces"
+    ranges = {}
+    for split, fields in family.ranges.items():
+        detail = (describe_pieces or {}).get(split, (describe_pieces or {}).get("train"))
+        ranges[split] = {**fields, "change": change + (f"; {detail}" if detail else "")}
+    return TaskFamily(name=family.name, env=env, sample_fn=sample_fn, ranges=ranges,
+                      description=f"{family.description}; changing dynamics ({change})")
+
+
+def _num_pieces(horizon: int, change_every: int | None, num_pieces: int | None) -> int:
+    """The number of pieces, checked against the schedule (see the caller)."""
+    if num_pieces is not None:
+        require_positive("num_pieces", num_pieces, integer=True, minimum=2)
+        num_pieces = int(num_pieces)
+    if change_every is None:
+        return 2 if num_pieces is None else num_pieces
+    if change_every >= horizon:
+        raise ValueError(
+            f"change_every={change_every} must be < max_steps_in_episode={horizon}: "
+            "otherwise the dynamics never change within an episode")
+    needed = -(-horizon // change_every)  # ceil
+    if num_pieces is not None and num_pieces != needed:
+        raise ValueError(
+            f"num_pieces={num_pieces} is inconsistent with change_every={change_every} and "
+            f"max_steps_in_episode={horizon}: the schedule uses ceil({horizon} / "
+            f"{change_every}) = {needed} pieces (leave num_pieces unset)")
+    return needed
+
+
 # -- registry ------------------------------------------------------------------
 
 _REGISTRY: dict[str, tuple[Callable[..., TaskFamily], str]] = {}

@@ -21,3 +21,4 @@ from metarl_jax.envs.mountain_car import (
     MountainCarState,
 )
 from metarl_jax.envs.pendulum import Pendulum, PendulumParams, PendulumState
+from metarl_jax.envs.changing import ChangingDynamics, ChangingParams, ChangingState

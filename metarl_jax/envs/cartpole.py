@@ -59,6 +59,7 @@ class CartPole(Environment):
 
     step_uses_key = False
     obs_from_state = True
+    has_observation_reward = True
 
     @property
     def name(self) -> str:
@@ -95,6 +96,11 @@ class CartPole(Environment):
         terminated = self.is_terminated(state, params)
         reward = jnp.ones((), jnp.float32)
         return self.get_obs(state), state, reward, terminated, {}
+
+    def observation_reward(self, obs, action, next_obs, params: CartPoleParams) -> jax.Array:
+        """1 on every step, the terminating one included (as Gymnasium)."""
+        del obs, action, next_obs, params
+        return jnp.ones((), jnp.float32)
 
     def reset_env(self, key, params: CartPoleParams):
         """All four state variables ~ U(-0.05, 0.05), as Gymnasium's reset."""

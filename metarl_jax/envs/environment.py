@@ -83,12 +83,17 @@ class Environment(gymnax_environment.Environment):
       that select with everything that produced the stepped observation and
       recomputes the dynamics (CartPole's sin/cos included) a second time.
 
+    * ``has_observation_reward``: ``True`` if the env implements
+      :meth:`observation_reward`, its reward written on observations (what a
+      model-based planner needs to score imagined transitions).
+
     Subclasses should draw reset noise with :func:`reset_uniform`, which XLA
     fuses into the step (see the module docstring).
     """
 
     step_uses_key: bool = False
     obs_from_state: bool = False
+    has_observation_reward: bool = False
 
     # -- identity ---------------------------------------------------------------
 
@@ -183,6 +188,19 @@ class Environment(gymnax_environment.Environment):
         info = {**info, "terminated": terminated, "truncated": truncated,
                 "final_observation": obs}
         return obs, state, reward, terminated, truncated, info
+
+    def observation_reward(self, obs, action, next_obs, params) -> jax.Array:
+        """The reward of ``obs --action--> next_obs`` from observations alone.
+
+        Equals the ``step`` reward of that transition (float32 scalar), so a
+        planner imagining transitions with a learned model can be told the
+        true reward. Only envs with ``has_observation_reward = True`` have one:
+        an env whose reward needs unobserved state cannot.
+        """
+        raise NotImplementedError(
+            f"{self.name} has no reward function of observations "
+            "(has_observation_reward is False)"
+        )
 
     # -- checks ---------------------------------------------------------------
 

@@ -177,6 +177,8 @@ class MountainCar(_MountainCarBase):
 class MountainCarContinuous(_MountainCarBase):
     """Gymnasium ``MountainCarContinuous-v0``: a force in ``[-1, 1]``, shape ``[1]``."""
 
+    has_observation_reward = True
+
     @property
     def name(self) -> str:
         return "MountainCarContinuous-v0"
@@ -197,8 +199,23 @@ class MountainCarContinuous(_MountainCarBase):
         force = jnp.clip(action[0], params.min_action, params.max_action)
         state = _car_physics(state, force * params.power, params)
         terminated = self.is_terminated(state, params)
+        return self.get_obs(state), state, self._reward(terminated, action), terminated, {}
+
+    def observation_reward(
+        self, obs, action, next_obs, params: MountainCarContinuousParams
+    ) -> jax.Array:
+        """``100 * terminated(next_obs) - 0.1 a^2``: the flag is read off ``next_obs``."""
+        del obs
+        next_obs = jnp.asarray(next_obs, jnp.float32)
+        reached = MountainCarState(position=next_obs[0], velocity=next_obs[1], time=None)
+        action = jnp.asarray(action, jnp.float32)
+        return self._reward(self.is_terminated(reached, params), action)
+
+    @staticmethod
+    def _reward(terminated, action) -> jax.Array:
+        """Gymnasium's reward, on the *unclipped* action."""
         reward = 100.0 * terminated.astype(jnp.float32) - 0.1 * action[0] ** 2
-        return self.get_obs(state), state, reward.astype(jnp.float32), terminated, {}
+        return reward.astype(jnp.float32)
 
     def action_space(self, params=None) -> spaces.Box:
         params = self.default_params if params is None else params

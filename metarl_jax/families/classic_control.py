@@ -30,6 +30,13 @@ Every factory takes ``max_steps_in_episode`` (default: Gymnasium's time
 limit) and ``ranges`` (replacing the table's ranges, same format); ranges are
 checked with the environment's ``validate_params`` at construction, so a
 range that would produce an invalid task raises ``ValueError`` naming it.
+
+Changing dynamics: every family here also takes ``change_every``/``change_prob``/``num_pieces``
+(:func:`metarl_jax.tasks.changing_dynamics_family`). A task is then
+``num_pieces`` sets of constants switched within the episode: piece 0 is a
+task of the split, every later piece redraws all varied constants from the
+split's ranges (a cartpole with ``random_push_direction`` redraws its push
+direction too), so a pendulum's mass and length jump mid-episode.
 """
 
 from __future__ import annotations
@@ -45,7 +52,12 @@ from metarl_jax.envs.cartpole import CartPole
 from metarl_jax.envs.environment import Environment, require_positive
 from metarl_jax.envs.mountain_car import MountainCar, MountainCarContinuous
 from metarl_jax.envs.pendulum import Pendulum
-from metarl_jax.tasks import TaskFamily, register, uniform_params_sampler
+from metarl_jax.tasks import (
+    TaskFamily,
+    changing_dynamics_family,
+    register,
+    uniform_params_sampler,
+)
 
 Ranges = Mapping[str, Mapping[str, tuple[float, float]]]
 
@@ -119,11 +131,40 @@ def physics_family(
     )
 
 
+def redraw_varied(family: TaskFamily, ranges: Ranges):
+    """``perturb(key, params, split)``: ``params`` with the varied fields of a fresh task.
+
+    The fresh task is ``family.sample_fn(key, split)``, so any rule of the
+    family's sampler (cartpole's random push direction) applies to it too.
+    """
+
+    def perturb(key, params, split):
+        fresh = family.sample_fn(key, split)
+        fields = ranges.get(split, ranges["train"])
+        return params.replace(**{field: getattr(fresh, field) for field in fields})
+
+    return perturb
+
+
+def with_changes(family, ranges, max_steps_in_episode, change_every, change_prob,
+                 num_pieces) -> TaskFamily:
+    """``family`` unchanged, or with changing dynamics if a change option is given."""
+    describe = {split: "later pieces redraw " + ", ".join(sorted(fields)) + " from these ranges"
+                for split, fields in ranges.items()}
+    changing = changing_dynamics_family(
+        family, redraw_varied(family, ranges), max_steps_in_episode,
+        change_every, change_prob, num_pieces, describe)
+    return family if changing is None else changing
+
+
 @register("cartpole")
 def cartpole(
     max_steps_in_episode: int = 500,
     ranges: Ranges | None = None,
     random_push_direction: bool = False,
+    change_every: int | None = None,
+    change_prob: float | None = None,
+    num_pieces: int | None = None,
 ) -> TaskFamily:
     """CartPole-v1 with varied pole half-length, pole mass, cart mass and push force.
 
@@ -132,19 +173,29 @@ def cartpole(
     physical variations alone leave one robust policy near-optimal on every
     task; a hidden push direction cannot be handled without adapting, which is
     what MAML's inner steps and RL²'s hidden state are for.
+
+    ``change_every``/``change_prob``/``num_pieces``: dynamics that change
+    within an episode (module docstring).
     """
     if not isinstance(random_push_direction, bool):
         raise ValueError(
             f"random_push_direction must be a bool, got {random_push_direction!r}")
+    ranges = CARTPOLE_RANGES if ranges is None else ranges
     family = physics_family(
         "cartpole",
         CartPole(),
-        CARTPOLE_RANGES if ranges is None else ranges,
+        ranges,
         max_steps_in_episode,
         "CartPole-v1, pole length/mass, cart mass, force ~ U (ood: above train)",
     )
-    if not random_push_direction:
-        return family
+    if random_push_direction:
+        family = _random_push_direction(family)
+    return with_changes(family, ranges, max_steps_in_episode, change_every, change_prob,
+                        num_pieces)
+
+
+def _random_push_direction(family: TaskFamily) -> TaskFamily:
+    """``family`` with ``force_mag`` negated with probability 1/2 per task."""
     physics_sample = family.sample_fn
 
     def sample_fn(key, split):
@@ -159,38 +210,75 @@ def cartpole(
 
 
 @register("mountaincar")
-def mountaincar(max_steps_in_episode: int = 200, ranges: Ranges | None = None) -> TaskFamily:
-    """MountainCar-v0 with varied engine force and gravity."""
-    return physics_family(
+def mountaincar(
+    max_steps_in_episode: int = 200,
+    ranges: Ranges | None = None,
+    change_every: int | None = None,
+    change_prob: float | None = None,
+    num_pieces: int | None = None,
+) -> TaskFamily:
+    """MountainCar-v0 with varied engine force and gravity.
+
+    ``change_every``/``change_prob``/``num_pieces``: dynamics that change
+    within an episode (module docstring).
+    """
+    ranges = MOUNTAINCAR_RANGES if ranges is None else ranges
+    family = physics_family(
         "mountaincar",
         MountainCar(),
-        MOUNTAINCAR_RANGES if ranges is None else ranges,
+        ranges,
         max_steps_in_episode,
         "MountainCar-v0, force/gravity ~ U (ood: above train)",
     )
+    return with_changes(family, ranges, max_steps_in_episode, change_every, change_prob,
+                        num_pieces)
 
 
 @register("mountaincar-continuous")
 def mountaincar_continuous(
-    max_steps_in_episode: int = 999, ranges: Ranges | None = None
+    max_steps_in_episode: int = 999,
+    ranges: Ranges | None = None,
+    change_every: int | None = None,
+    change_prob: float | None = None,
+    num_pieces: int | None = None,
 ) -> TaskFamily:
-    """MountainCarContinuous-v0 with varied engine power and gravity."""
-    return physics_family(
+    """MountainCarContinuous-v0 with varied engine power and gravity.
+
+    ``change_every``/``change_prob``/``num_pieces``: dynamics that change
+    within an episode (module docstring).
+    """
+    ranges = MOUNTAINCAR_CONTINUOUS_RANGES if ranges is None else ranges
+    family = physics_family(
         "mountaincar-continuous",
         MountainCarContinuous(),
-        MOUNTAINCAR_CONTINUOUS_RANGES if ranges is None else ranges,
+        ranges,
         max_steps_in_episode,
         "MountainCarContinuous-v0, power/gravity ~ U (ood: above train)",
     )
+    return with_changes(family, ranges, max_steps_in_episode, change_every, change_prob,
+                        num_pieces)
 
 
 @register("pendulum")
-def pendulum(max_steps_in_episode: int = 200, ranges: Ranges | None = None) -> TaskFamily:
-    """Pendulum-v1 with varied pendulum mass and length."""
-    return physics_family(
+def pendulum(
+    max_steps_in_episode: int = 200,
+    ranges: Ranges | None = None,
+    change_every: int | None = None,
+    change_prob: float | None = None,
+    num_pieces: int | None = None,
+) -> TaskFamily:
+    """Pendulum-v1 with varied pendulum mass and length.
+
+    ``change_every``/``change_prob``/``num_pieces``: dynamics that change
+    within an episode (module docstring).
+    """
+    ranges = PENDULUM_RANGES if ranges is None else ranges
+    family = physics_family(
         "pendulum",
         Pendulum(),
-        PENDULUM_RANGES if ranges is None else ranges,
+        ranges,
         max_steps_in_episode,
         "Pendulum-v1, m/l ~ U[0.5, 1.5] (ood: U[1.5, 2.0])",
     )
+    return with_changes(family, ranges, max_steps_in_episode, change_every, change_prob,
+                        num_pieces)

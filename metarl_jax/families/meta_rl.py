@@ -13,9 +13,17 @@
 Train and test tasks share a distribution and differ by key stream; the
 ``ood`` splits of ``navigation2d`` and ``acrobot`` draw from parameter sets
 disjoint from training.
+
+``navigation2d`` also takes ``change_every``/``change_prob``/``num_pieces``
+(:func:`~metarl_jax.tasks.changing_dynamics_family`): a motor breaks within
+the episode. Every piece keeps the goal; each later piece cripples one random
+axis (``velocity_scale`` of that axis ~ U(0, 0.5), the other axis 1), and in
+the ``ood`` split reverses it instead (scale ~ U(-1, -0.5)).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +37,19 @@ from metarl_jax.envs.navigation import Navigation2D
 from metarl_jax.envs.point_robot import PointRobot
 from metarl_jax.envs.tabular_mdp import TabularMDP
 from metarl_jax.utils import check_positive
-from metarl_jax.tasks import TaskFamily, from_gymnax, register, uniform_params_sampler
+from metarl_jax.tasks import (
+    TaskFamily,
+    changing_dynamics_family,
+    from_gymnax,
+    register,
+    uniform_params_sampler,
+)
 
 # MAML's goal square and the out-of-distribution square annulus around it
 NAVIGATION_GOAL_HALF_WIDTH = 0.5
 NAVIGATION_OOD_HALF_WIDTH = 1.0
+# velocity_scale of the broken axis in a changing navigation2d task's later pieces
+NAVIGATION_CRIPPLED_SCALE = {"train": (0.0, 0.5), "ood": (-1.0, -0.5)}
 
 # quarter-turn rotations [4, 2, 2]: side i of a square is side 0 turned i times
 _QUARTER_TURNS = np.array(
@@ -113,8 +129,41 @@ def sample_square_annulus(key: jax.Array, inner: float, outer: float) -> jax.Arr
     return jnp.asarray(_QUARTER_TURNS)[side] @ jnp.stack([radius, along])
 
 
+def cripple_one_axis(key: jax.Array, params, split: str):
+    """``params`` with one random axis's ``velocity_scale`` from the split's crippled range."""
+    low, high = NAVIGATION_CRIPPLED_SCALE.get(split, NAVIGATION_CRIPPLED_SCALE["train"])
+    # one draw for both (every extra jax.random call costs a Threefry compile)
+    axis_draw, scale_draw = jax.random.uniform(key, (2,), jnp.float32)
+    axis = (axis_draw >= 0.5).astype(jnp.int32)
+    scale = low + (high - low) * scale_draw
+    velocity_scale = jnp.where(jnp.arange(2) == axis, scale, jnp.float32(1.0))
+    return params.replace(velocity_scale=velocity_scale)
+
+
+def _changing_navigation(family: TaskFamily, max_steps_in_episode, change_every, change_prob,
+                         num_pieces) -> TaskFamily:
+    """``family`` unchanged, or with motors that break mid-episode (module docstring)."""
+    goal_sample = family.sample_fn
+
+    def sample_fn(key, split):  # piece 0: the intact point, explicit ones
+        return goal_sample(key, split).replace(velocity_scale=jnp.ones((2,), jnp.float32))
+
+    describe = {split: f"later pieces: one axis's velocity_scale ~ U{scale}"
+                for split, scale in NAVIGATION_CRIPPLED_SCALE.items()}
+    changing = changing_dynamics_family(
+        dataclasses.replace(family, sample_fn=sample_fn), cripple_one_axis,
+        max_steps_in_episode, change_every, change_prob, num_pieces, describe)
+    return family if changing is None else changing
+
+
 @register("navigation2d")
-def navigation2d(max_steps_in_episode: int = 100, normalized_actions: bool = False) -> TaskFamily:
+def navigation2d(
+    max_steps_in_episode: int = 100,
+    normalized_actions: bool = False,
+    change_every: int | None = None,
+    change_prob: float | None = None,
+    num_pieces: int | None = None,
+) -> TaskFamily:
     """MAML 2D navigation, goals ~ U[-0.5, 0.5]^2 (Finn et al. 2017, Sec. 5.3).
 
     The ``ood`` split draws goals uniformly from the square annulus
@@ -124,6 +173,9 @@ def navigation2d(max_steps_in_episode: int = 100, normalized_actions: bool = Fal
     ``normalized_actions=True`` gives the policy the action space ``[-1, 1]^2``
     scaled onto the velocity bound, as the MAML authors' code did (rllab's
     ``normalize``); the default is pytorch-maml-rl's raw velocity action.
+
+    ``change_every``/``change_prob``/``num_pieces``: one axis's motor breaks
+    within the episode (module docstring).
     """
     require_positive("max_steps_in_episode", max_steps_in_episode, integer=True)
     env = Navigation2D(normalized_actions=normalized_actions)
@@ -140,7 +192,7 @@ def navigation2d(max_steps_in_episode: int = 100, normalized_actions: bool = Fal
             )
         return params.replace(goal=goal)
 
-    return TaskFamily(
+    family = TaskFamily(
         name="navigation2d",
         env=env,
         sample_fn=sample_fn,
@@ -150,6 +202,8 @@ def navigation2d(max_steps_in_episode: int = 100, normalized_actions: bool = Fal
         },
         description="MAML 2D point navigation, goal ~ U[-0.5, 0.5]^2",
     )
+    return _changing_navigation(family, int(max_steps_in_episode), change_every, change_prob,
+                                num_pieces)
 
 
 # PEARL's point robot: dense goals on [-1, 1]^2, sparse goals on the upper unit half circle
