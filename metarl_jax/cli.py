@@ -18,6 +18,7 @@ message that names the culprit; a run stopped by NaN/Inf ends with exit code 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import sys
@@ -27,6 +28,7 @@ from typing import Any, Sequence
 from metarl_jax import __version__, algorithms, tasks
 from metarl_jax.training.config import (
     ConfigError,
+    config_to_dict,
     config_from_dict,
     describe_fields,
     load_config_file,
@@ -83,8 +85,11 @@ def _config_epilog(algorithm: str | None) -> str:
     rows = describe_fields(module.Config)
     width = max(len(name) for name, _, _ in rows)
     lines = [f"config fields of {algorithm} (set with --set KEY=VALUE or --config FILE):"]
+    # a nested config (model_based's planner) shows as its fields, set as planner.KEY=VALUE
+    shown = [(name, type_name, config_to_dict(default) if dataclasses.is_dataclass(default)
+              else default) for name, type_name, default in rows]
     lines += [f"  {name:<{width}}  {json.dumps(default)}  ({type_name})"
-              for name, type_name, default in rows]
+              for name, type_name, default in shown]
     return "\n".join(lines)
 
 

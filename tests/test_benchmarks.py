@@ -424,3 +424,25 @@ def test_offpolicy_speed_times_pearl_and_metaq(tmp_path):
                          "--out", str(tmp_path / "speed.json")])
     for row in list(result["pearl"].values()) + [result["metaq"]]:
         assert row["jax_gradient_steps_per_s"] > 0 and row["jax_env_steps_per_s"] > 0
+
+
+def test_model_based_records_each_learner_on_test_and_ood(tmp_path):
+    bench = load_benchmark("model_based")
+    out = tmp_path / "mb.json"
+    result = bench.main(["--quick", "--learners", "mb,grbal", "--out", str(out)])
+    assert set(result["learners"]) == {"mb", "grbal"}
+    grbal = result["learners"]["grbal"]
+    assert set(grbal["final"]) == {"test", "ood"}
+    assert {"grbal", "no_adaptation", "random"} <= set(grbal["final"]["test"])
+    steps = [row["env_steps"] for row in grbal["history"]]
+    assert steps == sorted(steps) and steps[0] > 0 and len(steps) == 3
+    # a later run of one learner keeps the other's recorded result
+    bench.main(["--quick", "--learners", "mb", "--out", str(out)])
+    assert set(json.loads(out.read_text())["learners"]) == {"mb", "grbal"}
+
+
+def test_model_based_speed_times_the_control_step(tmp_path):
+    bench = load_benchmark("model_based_speed")
+    result = bench.main(["--quick", "--no-torch", "--out", str(tmp_path / "speed.json")])
+    assert [(r["ensemble"], r["envs"]) for r in result["rows"]] == [(1, 1), (5, 1), (1, 2)]
+    assert all(r["jax"]["median_s"] > 0 and r["torch"] is None for r in result["rows"])

@@ -12,9 +12,14 @@ import importlib
 from types import ModuleType
 
 ALGORITHMS = {
+    "grbal": "metarl_jax.algorithms.grbal",
     "maml": "metarl_jax.algorithms.maml",
+    "mb": "metarl_jax.algorithms.mb",
+    "mb_de": "metarl_jax.algorithms.mb_de",
+    "mbml_policy": "metarl_jax.algorithms.mbml_policy",
     "metaq": "metarl_jax.algorithms.metaq",
     "pearl": "metarl_jax.algorithms.pearl",
+    "rebal": "metarl_jax.algorithms.rebal",
     "rl2": "metarl_jax.algorithms.rl2",
     "varibad": "metarl_jax.algorithms.varibad",
 }

@@ -1,0 +1,30 @@
+"""MB+DE: the MB model fine-tuned online on the most recent transitions at every step
+(dynamic evaluation; the baseline of Nagabandi, Clavera et al. 2019).
+
+A preset of :mod:`metarl_jax.algorithms.model_based` (read it for the
+algorithm): ``adaptation='finetune'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metarl_jax.algorithms import model_based
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(model_based.Config):
+    """:class:`metarl_jax.algorithms.model_based.Config` with ``adaptation='finetune'``."""
+
+    adaptation: str = 'finetune'
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.adaptation != 'finetune' or self.policy is not False:
+            raise ValueError("mb_de is model_based with adaptation='finetune', policy=False; "
+                             "use model_based.Config for other combinations")
+
+
+def make(config: Config, family, mesh=None) -> model_based.Learner:
+    """Build mb_de for ``family`` (see :func:`metarl_jax.algorithms.model_based.make`)."""
+    return model_based.make(config, family, mesh, name='mb_de')
