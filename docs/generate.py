@@ -1044,6 +1044,151 @@ def offpolicy_speed_headline() -> tuple[str, str]:
     return ours, reference
 
 
+# -- model-based meta-RL ------------------------------------------------------------------------
+
+MODEL_BASED_ORDER = ("mb", "mb_de", "grbal", "rebal", "mbml_policy")
+
+
+def _model_based_learners(data: dict) -> list[tuple[str, dict]]:
+    return [(n, data["learners"][n]) for n in MODEL_BASED_ORDER if n in data["learners"]]
+
+
+def model_based_final(name: str) -> str:
+    data = load(name)
+    rows = []
+    for split in ("test", "ood"):
+        for learner, run in _model_based_learners(data):
+            f = run["final"][split]
+            cell = lambda curve: (pm(f[curve]["mean"][0], f[curve]["ci95"][0], 1)  # noqa: E731
+                                  if curve in f else "—")
+            rows.append([split, f"`{learner}`", cell(learner), cell("no_adaptation"),
+                         cell("policy"), cell("random")])
+    first = _model_based_learners(data)[0][1]
+    options = ", ".join(f"{k}={v}" for k, v in data["family_options"].items())
+    caption = (f"`{data['family']}` ({options}); planning on the **{data['reward']}** reward. "
+               f"{data['eval_tasks']} held-out tasks per split, the same tasks and keys for "
+               f"every learner and curve; return of one episode, mean ± 95% CI. Each learner: "
+               f"{data['iterations']} iterations, {thousands(first['env_steps'])} env steps. "
+               "`no adaptation`: the same controller with online adaptation off; `policy`: "
+               "mbml_policy's policy acting alone (its own column is the policy warm-starting "
+               "the planner); `random`: uniform actions.")
+    return (caption + "\n\n"
+            + table(["split", "learner", "return", "no adaptation", "policy", "random"], rows,
+                    "llrrrr"))
+
+
+def model_based_curve(name: str) -> str:
+    data = load(name)
+    learners = _model_based_learners(data)
+    history = learners[0][1]["history"]
+    rows = []
+    for i, row in enumerate(history):
+        cells = [f"{row['iteration']}", thousands(row["env_steps"])]
+        for _, run in learners:
+            r = run["history"][i]["return"]
+            cells.append(pm(r["mean"][0], r["ci95"][0], 1))
+        rows.append(cells)
+    runs = [[f"`{n}`", minutes(run["train_s"]), f"{run['compile_s']:.0f}",
+             minutes(run["eval_s"]), f"{run['inner_lr']:.3g}" if n in ("grbal", "mbml_policy")
+             else "—", f"{run['final_model_loss']:.3f}"] for n, run in learners]
+    return ("Held-out test return (one episode, mean ± 95% CI) against the real env steps "
+            "collected so far (iteration 0: after the random-action data only).\n\n"
+            + table(["iteration", "env steps"] + [f"`{n}`" for n, _ in learners], rows,
+                    "r" * (2 + len(learners)))
+            + "\n\n" + table(["learner", "training (min)", "compile (s)", "final eval (min)",
+                               "inner lr (learned)", "final model loss"], runs, "lrrrrr")
+            + "\n\n" + machines([(name, data)]))
+
+
+def _best_row(history: list[dict]) -> dict:
+    return max(history, key=lambda r: r["return"]["mean"][0])
+
+
+def _first_reaching(history: list[dict], target: float) -> dict | None:
+    return next((r for r in history if r["return"]["mean"][0] >= target), None)
+
+
+def model_based_sample_efficiency() -> str:
+    data = load("model_based_pendulum.json")
+    base = data.get("baselines")
+    if not base:
+        return "The MAML-TRPO and RL² runs have not been recorded yet."
+    grbal = _best_row(data["learners"]["grbal"]["history"])
+    rows = []
+    for name in ("grbal", "mb"):
+        if name in data["learners"]:
+            run = data["learners"][name]
+            best = _best_row(run["history"])
+            rows.append([f"`{name}`", thousands(run["env_steps"]), minutes(run["train_s"]),
+                         pm(best["return"]["mean"][0], best["return"]["ci95"][0], 1),
+                         thousands(best["env_steps"]), "—", "—"])
+    for name, label in (("maml", "MAML-TRPO"), ("rl2", "RL²")):
+        if name not in base:
+            continue
+        run = base[name]
+        best = _best_row(run["history"])
+        reached = run.get("grbal_steps_to_best")
+        matched = _first_reaching(run["history"], grbal["return"]["mean"][0])
+        rows.append([label, thousands(run["env_steps"]), minutes(run["train_s"]),
+                     pm(best["return"]["mean"][0], best["return"]["ci95"][0], 1),
+                     thousands(best["env_steps"]),
+                     thousands(reached) if reached else "never (in its run)",
+                     f"{thousands(matched['env_steps'])} "
+                     f"({matched['env_steps'] / grbal['env_steps']:,.0f}x GrBAL's)"
+                     if matched else "not in this run"])
+    return ("Best held-out return (one episode; MAML after its inner step, RL² in the "
+            "trial's first episode) over each run, the env steps at which it was measured, "
+            "when GrBAL's curve first reached it, and when each baseline's curve first "
+            "reached GrBAL's best return. MAML-TRPO and RL² are trained for a few minutes of "
+            "this CPU each (not to convergence).\n\n"
+            + table(["learner", "env steps (all)", "training (min)", "best return",
+                     "at env steps", "GrBAL first reaches it at",
+                     "it first reaches GrBAL's best at"], rows, "lrrrrrr")
+            + "\n\n[Plot: return against env steps, log axis](../../benchmarks/results/"
+              "model_based_pendulum_sample_efficiency.png)")
+
+
+def model_based_speed_table() -> str:
+    data = load("model_based_speed.json")
+    rows = []
+    for row in data["rows"]:
+        torch_ms = f"{1e3 * row['torch']['median_s']:.1f}" if row.get("torch") else "—"
+        rows.append([f"{'x'.join(map(str, row['hidden_sizes']))}", f"{row['candidates']} x "
+                     f"{row['horizon']}", str(row["ensemble"]), f"{row['envs']:,}",
+                     f"{1e3 * row['jax']['median_s']:.1f}", f"{row['jax_ms_per_env_step']:.2f}",
+                     torch_ms, f"{row['speedup']:.1f}x" if "speedup" in row else "—",
+                     f"{row['jax']['compile_s']:.1f}"])
+    torch_row = next((r["torch"] for r in data["rows"] if r.get("torch")), None)
+    note = (f"PyTorch {torch_row['version']} ({torch_row['threads']} threads, `torch.func`)."
+            if torch_row else "PyTorch was not installed for this run.")
+    return (f"One control step (adaptation + planning) for all envs at once, median of "
+            f"{data['repeats']} after a warm-up, compile apart. {note} Not run: "
+            f"{data['not_run']}.\n\n"
+            + table(["model", "candidates x horizon", "ensemble", "envs", "JAX (ms)",
+                     "JAX ms / env", "PyTorch (ms)", "PyTorch / JAX", "compile (s)"], rows,
+                    "lrrrrrrrr")
+            + "\n\n" + machines([("model_based_speed.json", data)]))
+
+
+def model_based_headline() -> tuple[str, str]:
+    data = load("model_based_pendulum.json")
+    f = {n: run["final"]["test"] for n, run in _model_based_learners(data)}
+    ours = "; ".join(f"{n} {pm(f[n][n]['mean'][0], f[n][n]['ci95'][0], 0)}"
+                     for n in ("grbal", "mb_de", "mb") if n in f)
+    steps = _model_based_learners(data)[0][1]["env_steps"]
+    return (f"changing pendulum, {thousands(steps)} env steps: {ours}",
+            "published ordering GrBAL > MB+DE > MB (Nagabandi, Clavera et al. 2019)")
+
+
+def model_based_speed_headline() -> tuple[str, str]:
+    data = load("model_based_speed.json")
+    row = data["rows"][0]
+    ours = f"{1e3 * row['jax']['median_s']:.1f} ms per control step (3x512, 500 x 10)"
+    reference = (f"PyTorch {1e3 * row['torch']['median_s']:.1f} ms ({row['speedup']:.1f}x)"
+                 if row.get("torch") else "—")
+    return ours, reference
+
+
 # -- headline table (README, docs/index.md, docs/results/index.md) ------------------------------
 
 HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
@@ -1063,6 +1208,10 @@ HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
      pearl_navigation_headline),
     ("Meta-Q-Learning, CartPole (Fakoor et al. 2020)", "metaq_classic", "metaq_classic.py",
      metaq_headline),
+    ("Model-based: MB, MB+DE, GrBAL, ReBAL", "model_based", "model_based.py",
+     model_based_headline),
+    ("Model-based control step vs PyTorch", "model_based_speed", "model_based_speed.py",
+     model_based_speed_headline),
     ("Off-policy speed vs PyTorch", "offpolicy_speed", "offpolicy_speed.py",
      offpolicy_speed_headline),
     ("Reference players, Tables 1 and 2", "baselines_tables", "baselines_tables.py",
@@ -1265,6 +1414,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/algorithms/varibad.md", "config", config_table("varibad")),
     ("docs/algorithms/pearl.md", "config", config_table("pearl")),
     ("docs/algorithms/metaq.md", "config", config_table("metaq")),
+    ("docs/algorithms/model_based.md", "config", config_table("model_based")),
     results_block("maml_navigation", "summary", maml_navigation_summary, NAV_FILES),
     results_block("maml_navigation", "curves", maml_navigation_curves, NAV_FILES),
     results_block("maml_navigation", "runs", maml_navigation_runs, NAV_FILES),
@@ -1307,6 +1457,21 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   lambda: metaq_curve("metaq_mountaincar.json"), ["metaq_mountaincar.json"]),
     results_block("metaq_classic", "mountaincar",
                   lambda: metaq_comparison("metaq_mountaincar.json"), ["metaq_mountaincar.json"]),
+    results_block("model_based", "pendulum", lambda: model_based_final("model_based_pendulum.json"),
+                  ["model_based_pendulum.json"]),
+    results_block("model_based", "pendulum-curve",
+                  lambda: model_based_curve("model_based_pendulum.json"),
+                  ["model_based_pendulum.json"]),
+    results_block("model_based", "pendulum-sample-efficiency", model_based_sample_efficiency,
+                  ["model_based_pendulum.json"]),
+    results_block("model_based", "navigation2d",
+                  lambda: model_based_final("model_based_navigation2d.json"),
+                  ["model_based_navigation2d.json"]),
+    results_block("model_based", "navigation2d-curve",
+                  lambda: model_based_curve("model_based_navigation2d.json"),
+                  ["model_based_navigation2d.json"]),
+    results_block("model_based_speed", "table", model_based_speed_table,
+                  ["model_based_speed.json"]),
     results_block("offpolicy_speed", "table", offpolicy_speed_table, ["offpolicy_speed.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
 ]

@@ -429,16 +429,21 @@ def test_offpolicy_speed_times_pearl_and_metaq(tmp_path):
 def test_model_based_records_each_learner_on_test_and_ood(tmp_path):
     bench = load_benchmark("model_based")
     out = tmp_path / "mb.json"
-    result = bench.main(["--quick", "--learners", "mb,grbal", "--out", str(out)])
-    assert set(result["learners"]) == {"mb", "grbal"}
+    result = bench.main(["--quick", "--learners", "grbal", "--out", str(out)])
+    assert set(result["learners"]) == {"grbal"}
     grbal = result["learners"]["grbal"]
     assert set(grbal["final"]) == {"test", "ood"}
     assert {"grbal", "no_adaptation", "random"} <= set(grbal["final"]["test"])
     steps = [row["env_steps"] for row in grbal["history"]]
     assert steps == sorted(steps) and steps[0] > 0 and len(steps) == 3
-    # a later run of one learner keeps the other's recorded result
-    bench.main(["--quick", "--learners", "mb", "--out", str(out)])
-    assert set(json.loads(out.read_text())["learners"]) == {"mb", "grbal"}
+    # MAML-TRPO and RL² on the same family, against GrBAL's and MB's histories
+    baselines = load_benchmark("model_based_baselines").main(["--quick", "--source", str(out)])
+    for run in baselines.values():
+        assert run["env_steps"] > 0 and run["history"]
+        assert "grbal_steps_to_best" in run and "grbal_ratio" in run
+    recorded = json.loads(out.read_text())
+    assert set(recorded["learners"]) == {"grbal"} and set(recorded["baselines"]) == {"maml", "rl2"}
+    assert (tmp_path / "mb_sample_efficiency.png").exists()
 
 
 def test_model_based_speed_times_the_control_step(tmp_path):

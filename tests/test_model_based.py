@@ -265,7 +265,8 @@ def test_discrete_actions_plan_with_the_categorical_planner():
 
 
 def test_runner_resumes_exactly_with_the_buffer(assert_resumes_exactly):
-    assert_resumes_exactly("grbal", _preset_fields(as_dict=True), "pendulum",
+    # the cheapest preset: resuming is the runner's and the buffer's business, not the model's
+    assert_resumes_exactly("mb", _preset_fields(as_dict=True), "pendulum",
                            family_options={"max_steps_in_episode": 40}, eval_num_tasks=2)
 
 
@@ -274,7 +275,7 @@ def test_a_nan_in_the_model_stops_the_run_and_keeps_the_last_good_checkpoint(
     def poison(state, now, nan):
         return state.replace(model=jax.tree.map(lambda x: jnp.where(now, nan, x), state.model))
 
-    assert_nan_stops_run(grbal, grbal.Config(**_preset_fields()), "pendulum", poison,
+    assert_nan_stops_run(mb, mb.Config(**_preset_fields()), "pendulum", poison,
                          family_options={"max_steps_in_episode": 40})
 
 
@@ -312,3 +313,24 @@ def test_online_adaptation_lowers_the_prediction_error_after_a_change(module, ov
 def test_the_mb_model_does_not_adapt():
     unadapted, adapted = _adaptation_gain(mb, 1)
     assert adapted == unadapted
+
+
+@pytest.mark.slow
+def test_grbal_learns_a_changing_pendulum():
+    """MPC on GrBAL's model beats random play by far on held-out pendulums whose mass
+    and length jump (a probe: -347 against random -624 after 5 iterations). That the
+    online adaptation itself helps is the prediction-error test above; at these sizes
+    the return with and without it is within noise (-347 / -336)."""
+    family = metarl_jax.make("pendulum", max_steps_in_episode=100, change_every=25)
+    learner = grbal.make(grbal.Config(
+        hidden_sizes=(64, 64), tasks_per_iteration=4, train_steps=100, batch_size=32,
+        replay_capacity=4000, inner_lr=0.01, learn_inner_lr=True,
+        planner=PlannerConfig(num_candidates=128, horizon=12)), family)
+    state = learner.init(jax.random.PRNGKey(0))
+    update = jax.jit(learner.update)
+    for i in range(5 if IN_CI else 8):
+        state, _ = update(state, jax.random.PRNGKey(i + 1))
+    curves = learner.evaluate(state, family.sample(jax.random.PRNGKey(2), 16, "test"),
+                              jax.random.PRNGKey(3))
+    ours, random = (float(np.mean(np.asarray(curves[c]))) for c in ("grbal", "random"))
+    assert ours > random + 200.0, (ours, random)
