@@ -53,7 +53,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from gymnax.environments import spaces
 
 from metarl_jax.core.curves import AdaptationCurves, make_curves
 from metarl_jax.core.rollout import WindowedEpisodes, episode_horizon, run_windowed, with_horizon
@@ -501,10 +500,9 @@ def make(config: Config, family, mesh=None, name: str | None = None) -> Learner:
                 step = adapted_step(state.model, state.norm, w, m)
                 pred, pred_r = step(jnp.broadcast_to(o, (E,) + o.shape),
                                     jnp.broadcast_to(a, (E,) + a.shape))
+                # both in normalised units, so every dimension counts alike
+                out = state.norm.targets(o, pred, pred_r)
                 target = state.norm.targets(o, o2, r)
-                out = jnp.concatenate([(pred - o - state.norm.delta_mean) / state.norm.delta_std,
-                                       ((pred_r - state.norm.reward_mean)
-                                        / state.norm.reward_std)[:, None]], -1)
                 return jnp.mean(jnp.sum(jnp.square(out - target), -1))
             enc = jax.vmap(spec.encode)(items["action"])
             args = (items["obs"], enc, items["reward"], items["next_obs"])
