@@ -12,6 +12,7 @@ import importlib
 from types import ModuleType
 
 ALGORITHMS = {
+    "es_maml": "metarl_jax.algorithms.es_maml",
     "grbal": "metarl_jax.algorithms.grbal",
     "maml": "metarl_jax.algorithms.maml",
     "mb": "metarl_jax.algorithms.mb",

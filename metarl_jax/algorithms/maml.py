@@ -52,6 +52,12 @@ ACTIVATIONS = ("relu", "tanh")
 DEFAULT_EVAL_STEPS = 3  # inner steps an evaluation curve spans unless asked otherwise
 
 
+# Config fields a population may give per member (used only arithmetically, so
+# they can be traced scalars); every other field is static: see core.population.
+HYPERPARAMETERS = ('inner_lr', 'outer_lr', 'max_kl', 'clip_eps', 'gamma', 'gae_lambda',
+                   'init_log_std')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """MAML hyperparameters.

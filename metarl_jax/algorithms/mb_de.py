@@ -11,6 +11,8 @@ import dataclasses
 
 from metarl_jax.algorithms import model_based
 
+HYPERPARAMETERS = model_based.HYPERPARAMETERS
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(model_based.Config):

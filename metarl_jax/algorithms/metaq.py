@@ -66,6 +66,12 @@ from metarl_jax.utils import (tree_axpy, tree_vdot, check_bool, check_in_unit_in
                               check_positive_int_tuple)
 
 
+# Config fields a population may give per member (used only arithmetically, so
+# they can be traced scalars); every other field is static: see core.population.
+HYPERPARAMETERS = ('learning_rate', 'gamma', 'tau', 'huber_delta', 'max_grad_norm', 'reward_scale',
+                   'adapt_learning_rate')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Meta-Q-Learning (discrete) hyperparameters.

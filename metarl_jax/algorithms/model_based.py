@@ -72,6 +72,11 @@ ADAPTATIONS = ("none", "finetune", "gradient", "recurrent")
 REWARDS = ("learned", "known")
 
 
+# Config fields a population may give per member (used only arithmetically, so
+# they can be traced scalars); every other field is static: see core.population.
+HYPERPARAMETERS = ('inner_lr', 'learning_rate', 'max_grad_norm', 'policy_lr', 'policy_adapt_lr')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Model-based meta-RL hyperparameters (defaults: the reference's sizes).

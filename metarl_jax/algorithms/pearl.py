@@ -79,6 +79,12 @@ from metarl_jax.utils import (check_bool, check_choice, check_in_unit_interval,
 CRITIC_REWARDS = ("env", "dense")
 
 
+# Config fields a population may give per member (used only arithmetically, so
+# they can be traced scalars); every other field is static: see core.population.
+HYPERPARAMETERS = ('learning_rate', 'gamma', 'tau', 'reward_scale', 'kl_weight', 'policy_mean_reg',
+                   'policy_std_reg')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """PEARL hyperparameters; defaults are the reference's ``configs/default.py``.

@@ -83,6 +83,12 @@ LEARNING_REWARDS = ("sampled", "expected")
 RL2Network, RL2Transformer = GRUActorCritic, TransformerActorCritic
 
 
+# Config fields a population may give per member (used only arithmetically, so
+# they can be traced scalars); every other field is static: see core.population.
+HYPERPARAMETERS = ('learning_rate', 'max_grad_norm', 'gamma', 'gae_lambda', 'clip_eps',
+                   'entropy_coef', 'value_coef', 'reward_scale')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """RL² hyperparameters (defaults: the RL² bandit setting, PPO instead of TRPO).

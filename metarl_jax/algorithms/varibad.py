@@ -81,6 +81,12 @@ REWARD_DECODERS = ("auto", "multi_head", "mlp")
 INPUTS = MetaInputs(final_obs=True)
 
 
+# Config fields a population may give per member (used only arithmetically, so
+# they can be traced scalars); every other field is static: see core.population.
+HYPERPARAMETERS = ('state_loss_coef', 'kl_weight', 'vae_learning_rate', 'learning_rate',
+                   'max_grad_norm', 'gamma', 'gae_lambda', 'clip_eps', 'entropy_coef', 'value_coef')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """VariBAD hyperparameters (defaults: the reference's GridNavi config, PPO for A2C).
