@@ -191,6 +191,14 @@ def make_population(module, config, family, members: Sequence[Member], mesh=None
         return module.make(with_values(config, member_values), family, mesh=mesh)
 
     def vmapped(fn, in_axes):
+        if len(members) == 1 and spmd_axis is None:
+            # a batch of one would reorder float reductions (batched matmuls): run the
+            # member unbatched so a population of one is the plain learner bit for bit
+            def single(*args):
+                args = [a if ax is None else jax.tree.map(lambda x: x[0], a)
+                        for a, ax in zip(args, in_axes)]
+                return jax.tree.map(lambda x: jnp.expand_dims(x, 0), fn(*args))
+            return single
         return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd_axis)
 
     def init(keys):
