@@ -80,6 +80,66 @@ def summarize_curves(curves: Mapping[str, Any], x: Sequence[int]) -> dict[str, A
     return out
 
 
+def _group_label(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in values.items())
+
+
+def summarize_population(curves: Mapping[str, Any], x: Sequence[int],
+                         members: Sequence[Mapping[str, Any]],
+                         alive: Sequence[bool]) -> dict[str, Any]:
+    """Per-member and across-seed summaries of population curves ``{name: [members, tasks, points]}``.
+
+    ``members[i]`` is ``{"seed": s, "values": {field: value}}``. Each member gets
+    the summary of :func:`summarize_curves` over the tasks (every member played
+    the same tasks with the same keys). Members with equal swept ``values`` form
+    a group; the group's curve is the mean over its live members' task-mean
+    curves, with a 95% CI over those members (the seeds: 1.96 * std(ddof=1) /
+    sqrt(n), 0 for one member), so the spread is across seeds, not tasks.
+    ``summary["curves"]`` holds the groups' curves (named ``curve`` when there
+    is one group, ``curve [field=value]`` otherwise), which is what the CLI's
+    table, ``eval.csv`` and the plots read; dropped members (``alive`` false)
+    are reported but left out of the groups.
+    """
+    arrays = {name: np.asarray(value, np.float32) for name, value in curves.items()}
+    if not arrays:
+        raise ValueError("evaluate returned no curves")
+    num_members = len(members)
+    if len(alive) != num_members:
+        raise ValueError(f"{len(alive)} alive flags for {num_members} members")
+    for name, a in arrays.items():
+        if a.ndim != 3 or a.shape[0] != num_members:
+            raise ValueError(f"population curve {name!r} must be [members={num_members}, tasks, "
+                             f"points], got {a.shape}")
+    per_member = []
+    for i, member in enumerate(members):
+        summary = summarize_curves({name: a[i] for name, a in arrays.items()}, x)
+        per_member.append({"member": i, "seed": int(member["seed"]),
+                           "values": dict(member["values"]), "alive": bool(alive[i]),
+                           **summary})
+    groups: dict[str, list[int]] = {}
+    for i, member in enumerate(members):
+        groups.setdefault(_group_label(member["values"]), []).append(i)
+    out = {"num_tasks": per_member[0]["num_tasks"], "num_members": num_members,
+           "x": [int(v) for v in x], "curves": {}, "groups": {}, "members": per_member}
+    for label, indices in groups.items():
+        live = [i for i in indices if alive[i]]
+        out["groups"][label] = {"members": indices, "live_members": live}
+        for name in arrays:
+            means = np.asarray([per_member[i]["curves"][name]["mean"] for i in live],
+                               np.float64).reshape(len(live), len(x))
+            n = len(live)
+            std = means.std(axis=0, ddof=1) if n > 1 else np.zeros(len(x))
+            key = name if len(groups) == 1 else f"{name} [{label}]"
+            out["curves"][key] = {
+                "mean": [float(np.float32(v)) for v in (means.mean(axis=0) if n else
+                                                        np.full(len(x), np.nan))],
+                "ci95": [float(np.float32(v)) for v in 1.96 * std / math.sqrt(max(n, 1))],
+                "num_seeds": n,
+                "per_member": means.tolist(),
+            }
+    return out
+
+
 def eval_row(summary: Mapping[str, Any]) -> dict[str, float]:
     """Flat ``{"<curve>_<x>_mean": ..., "<curve>_<x>_ci95": ...}`` of a curve summary."""
     row = {}
@@ -199,6 +259,16 @@ class RunLogger:
         self.timing.write(iteration, {"elapsed_s": elapsed_s})
         for name, value in metrics.items():
             self.tensorboard.add_scalar(f"train/{name}", value, iteration)
+
+    def log_train_members(self, iteration: int, rows: Sequence[Mapping[str, float]],
+                          elapsed_s: float) -> None:
+        """A population's iteration: one ``metrics.csv`` row per member (a ``member``
+        column after ``iteration``), TensorBoard ``train/<metric>/member<i>``."""
+        for i, metrics in enumerate(rows):
+            self.metrics.write(iteration, {"member": i, **metrics})
+            for name, value in metrics.items():
+                self.tensorboard.add_scalar(f"train/{name}/member{i}", value, iteration)
+        self.timing.write(iteration, {"elapsed_s": elapsed_s})
 
     def log_eval(self, iteration: int, summary: Mapping[str, Any]) -> None:
         """Mean and CI of each adaptation curve on the held-out tasks; the full

@@ -40,12 +40,53 @@ def plot_adaptation_curve(summary: Mapping[str, Any], path: Path, title: str = "
     return Path(path)
 
 
+def plot_population_curves(summary: Mapping[str, Any], path: Path, title: str = "") -> Path:
+    """A population's evaluation: one panel per curve kind (the learner and each
+    baseline), every member's task-mean curve as a thin line (dashed when the
+    member was dropped) and each group's mean over seeds ± 95% CI as a thick one.
+
+    ``summary`` is :func:`metarl_jax.training.logging.summarize_population`'s.
+    """
+    members = summary["members"]
+    names = list(members[0]["curves"])
+    groups = list(summary["groups"])
+    fig = Figure(figsize=(4.6 * len(names), 4))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    x = np.asarray(summary["x"])
+    colors = [f"C{i % 10}" for i in range(len(groups))]
+    for ax, name in zip(axes, names):
+        for color, label in zip(colors, groups):
+            for i in summary["groups"][label]["members"]:
+                m = members[i]
+                ax.plot(x, m["curves"][name]["mean"], color=color, lw=0.8, alpha=0.45,
+                        ls="-" if m["alive"] else "--")
+            key = name if len(groups) == 1 else f"{name} [{label}]"
+            curve = summary["curves"][key]
+            mean, ci = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
+            ax.plot(x, mean, color=color, lw=2.2, marker="o",
+                    label=f"{label or 'all'} ({curve['num_seeds']} seeds)")
+            ax.fill_between(x, mean - ci, mean + ci, color=color, alpha=0.15)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(summary.get("xlabel", "adaptation step"))
+        ax.set_xticks(x)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"mean return ({summary['num_tasks']} {summary.get('split', 'test')} "
+                       "tasks)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "population: members (thin) and mean over seeds ± 95% CI (thick)",
+                 fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.86, wspace=0.25)
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
 def plot_training_curve(run_dir: Path, path: Path, title: str = "") -> Path:
     """One panel per training metric of ``metrics.csv`` against iteration, plus a
     panel with the last point of every adaptation curve of ``eval.csv`` (± 95% CI)."""
     run_dir = Path(run_dir)
     metrics = read_csv(run_dir / "metrics.csv")
     iterations = metrics.pop("iteration")
+    member = metrics.pop("member", None)  # a population: one line per member
     evals = read_csv(run_dir / "eval.csv") if (run_dir / "eval.csv").exists() else {}
     eval_last = _last_point_columns(evals)
     panels = len(metrics) + (1 if eval_last else 0)
@@ -55,7 +96,11 @@ def plot_training_curve(run_dir: Path, path: Path, title: str = "") -> Path:
     axes = fig.subplots(rows, cols, squeeze=False)
     flat = axes.reshape(-1)
     for ax, (name, values) in zip(flat, metrics.items()):
-        ax.plot(iterations, values)
+        if member is None:
+            ax.plot(iterations, values)
+        else:
+            for i in np.unique(member):
+                ax.plot(iterations[member == i], values[member == i], lw=0.9)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

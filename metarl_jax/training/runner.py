@@ -51,18 +51,23 @@ from tqdm import tqdm
 from metarl_jax import algorithms, tasks
 from metarl_jax.core.curves import AdaptationCurves
 from metarl_jax.core.learner import check_learner
+from metarl_jax.core.population import (Member, PopulationLearner, make_population,
+                                        population_members)
 from metarl_jax.sharding import TASK_AXIS, check_divisible, replicate, task_mesh
 from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import config_from_dict, config_to_dict, rename_fields
 from metarl_jax.utils import check_int_at_least
 from metarl_jax.training.logging import (RunLogger, eval_row, flatten_metrics, read_csv,
-                                         summarize_curves,
+                                         summarize_curves, summarize_population,
                                          truncate_csv, write_json)
-from metarl_jax.training.plotting import plot_adaptation_curve, plot_training_curve
+from metarl_jax.training.plotting import (plot_adaptation_curve, plot_population_curves,
+                                          plot_training_curve)
 
 # Settings that determine what a run computes; a resume must not change them.
 IDENTITY_KEYS = ("algorithm", "algorithm_config", "family", "family_options", "seed",
-                 "iterations_per_call", "eval_every", "eval_num_tasks", "eval_num_steps")
+                 "iterations_per_call", "eval_every", "eval_num_tasks", "eval_num_steps",
+                 "population")
+NAN_POLICIES = ("stop", "drop")
 # 2: eval_num_steps may be None (the learner's default) and RL² honours it;
 #    MAML's ppo_epochs/ppo_clip are num_epochs/clip_eps. Older runs are upgraded on read.
 SETTINGS_VERSION = 2
@@ -238,9 +243,15 @@ def _tree_all_finite(tree: Any) -> jax.Array:
 
 
 class _Evaluator:
-    """Jitted ``learner.evaluate`` at a fixed ``num_steps``, summarised on the host."""
+    """Jitted ``learner.evaluate`` at a fixed ``num_steps``, summarised on the host.
+
+    For a population the curves carry a leading member axis and the summary is
+    :func:`~metarl_jax.training.logging.summarize_population`'s (per member,
+    and per sweep setting across seeds).
+    """
 
     def __init__(self, learner, num_steps: int | None):
+        self._learner = learner
         self._evaluate = jax.jit(lambda state, task_params, key: learner.evaluate(
             state, task_params, key, num_steps))
 
@@ -251,6 +262,12 @@ class _Evaluator:
                             "(metarl_jax.core.make_curves), got "
                             f"{type(curves).__name__}")
         curves = jax.device_get(curves)
+        if isinstance(self._learner, PopulationLearner):
+            members = [{"seed": m.seed, "values": dict(m.values)}
+                       for m in self._learner.members]
+            alive = np.asarray(jax.device_get(state.alive)).tolist()
+            return {**info, "xlabel": curves.xlabel, "population": True,
+                    **summarize_population(dict(curves.items()), curves.x, members, alive)}
         return {**info, "xlabel": curves.xlabel, **summarize_curves(dict(curves.items()), curves.x)}
 
 
@@ -279,6 +296,9 @@ def train(
     time_budget_s: float | None = None,
     progress_fn: ProgressFn | None = None,
     checkpoint_dir: str | Path | None = None,
+    seeds: int | Iterable[int] | None = None,
+    sweep: Mapping[str, Iterable[float]] | None = None,
+    on_nan: str = "stop",
 ) -> RunResult:
     """Meta-train ``algorithm`` on ``family`` and write everything into ``run_dir``.
 
@@ -323,6 +343,22 @@ def train(
       checkpoint_dir: where the orbax checkpoints go (default
         ``run_dir/checkpoints``); recorded in ``config.json`` so
         :func:`load_run` finds them.
+      seeds: train a population in one compiled program: a count (seeds
+        ``seed .. seed + n - 1``) or the seeds themselves. Member ``i`` with
+        seed ``s`` draws its init and training keys as the plain run with
+        seed ``s`` does, so it computes what that run computes (bit for bit
+        for a population of one); evaluation puts every member on the same
+        tasks and keys (those of ``seed``).
+      sweep: ``{field: [values]}`` of per-member config values (fields the
+        algorithm lists in ``HYPERPARAMETERS``); the population is the grid
+        ``seeds x sweep``. ``metrics.csv`` gets a ``member`` column, the
+        evaluation summarises each member and each setting across seeds,
+        and ``population_curve.png`` shows every member.
+      on_nan: for a population, what a member whose state or metrics turn
+        non-finite does: ``"stop"`` the run (``NonFiniteError`` naming the
+        member; the last good checkpoint is kept) or ``"drop"`` the member
+        (frozen at its last finite state, left out of the summaries, said on
+        stderr and in ``adaptation_curve.json``); the others go on.
 
     Raises:
       RunDirectoryError: ``run_dir`` exists (without resume/overwrite), or
@@ -354,6 +390,11 @@ def train(
                              f"iterations_per_call={iterations_per_call}")
     if resume and overwrite:
         raise ValueError("resume and overwrite cannot both be set")
+    if on_nan not in NAN_POLICIES:
+        raise ValueError(f"on_nan must be one of {NAN_POLICIES}, got {on_nan!r}")
+    members = None
+    if seeds is not None or sweep:
+        members = population_members(1 if seeds is None else seeds, sweep, base_seed=seed)
 
     mesh = build_mesh(use_mesh)
     if mesh is not None:
@@ -392,6 +433,9 @@ def train(
         "checkpoint_every": checkpoint_every,
         "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_path),
         "time_budget_s": time_budget_s,
+        "population": None if members is None else {
+            "members": [{"seed": m.seed, "values": dict(m.values)} for m in members]},
+        "on_nan": on_nan,
     }
     identity = {key: settings[key] for key in IDENTITY_KEYS}
     try:  # fields added to the config since a run was saved count as their defaults
@@ -406,12 +450,10 @@ def train(
             raise RunDirectoryError(f"cannot resume {str(run_dir)!r}: the requested run differs "
                                     f"from the saved one in {'; '.join(differences)}")
 
-    learner = module.make(config, task_family, mesh=mesh)
-    check_learner(learner)
+    learner, state, train_key = _build(module, config, task_family, seed, members, mesh)
     settings.update(key_metric=learner.key_metric, versions=_versions(),
                     devices=_devices(mesh))
-    init_key, train_key, eval_tasks_key, eval_key = run_keys(seed)
-    state = replicate(learner.init(init_key), mesh)  # eager: no compile for a one-off
+    _, _, eval_tasks_key, eval_key = run_keys(seed)
 
     if exists and overwrite and is_main:
         shutil.rmtree(run_dir)
@@ -462,7 +504,7 @@ def train(
                 learner, state, train_key, mesh, start, num_iterations, iterations_per_call,
                 elapsed, eval_every, checkpoint_every, evaluate, checkpointer, logger,
                 {"identity": identity, "settings_version": SETTINGS_VERSION}, title, quiet,
-                time_budget_s, progress_fn)
+                time_budget_s, progress_fn, on_nan)
         checkpointer.wait()
     finally:
         checkpointer.close()
@@ -478,24 +520,63 @@ def train(
         write_json(run_dir / "adaptation_curve.json", summary)
         plot_adaptation_curve(summary, run_dir / "adaptation_curve.png", title)
         plot_training_curve(run_dir, run_dir / "training_curve.png", title)
+        if summary.get("population"):
+            plot_population_curves(summary, run_dir / "population_curve.png", title)
     if not last_metrics and (run_dir / "metrics.csv").exists():
         columns = read_csv(run_dir / "metrics.csv")
-        last_metrics = {k: float(v[-1]) for k, v in columns.items() if k != "iteration" and len(v)}
+        if "member" in columns:  # a population: the live members' mean of the last iteration
+            last = columns["iteration"] == columns["iteration"].max()
+            alive = np.asarray(jax.device_get(state.alive))[columns["member"][last].astype(int)]
+            last_metrics = {k: float(np.mean(v[last][alive])) for k, v in columns.items()
+                            if k not in ("iteration", "member") and len(v)}
+        else:
+            last_metrics = {k: float(v[-1]) for k, v in columns.items()
+                            if k != "iteration" and len(v)}
     return RunResult(run_dir=run_dir, state=state, iteration=end,
                      metrics=last_metrics, adaptation_curve=summary)
+
+
+def _build(module, config, family, seed: int, members, mesh):
+    """``(learner, initial state, train key)`` of a plain run or of a population.
+
+    A population member with seed ``s`` gets the init and train keys of the
+    plain run with seed ``s``; the train keys are stacked ``[members, 2]``.
+    """
+    if members is None:
+        learner = module.make(config, family, mesh=mesh)
+        check_learner(learner)
+        init_key, train_key, _, _ = run_keys(seed)
+        return learner, replicate(learner.init(init_key), mesh), train_key  # eager init
+    learner = make_population(module, config, family, members, mesh=mesh)
+    check_learner(learner)
+    keys = [run_keys(m.seed) for m in members]
+    init_keys = jnp.stack([k[0] for k in keys])
+    train_keys = jnp.stack([k[1] for k in keys])
+    return learner, replicate(learner.init(init_keys), mesh), train_keys
+
+
+def _fold_in(key: jax.Array, iteration) -> jax.Array:
+    """``fold_in`` of one key, or of each key of a population's stack ``[members, 2]``."""
+    if key.ndim == 1:
+        return jax.random.fold_in(key, iteration)
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, iteration)
 
 
 def _compile_chunk(learner, state, train_key, iterations_per_call: int, mesh):
     """Ahead-of-time compiled ``(state, first_iteration, train_key) -> (state, (metrics, finite))``.
 
     ``metrics`` leaves and ``finite`` (the state has no NaN/Inf after that
-    iteration) have a leading axis of ``iterations_per_call``.
+    iteration; per member for a population) have a leading axis of
+    ``iterations_per_call``.
     """
 
     def chunk(state, first_iteration, train_key):
         def body(state, iteration):
-            state, metrics = learner.update(state, jax.random.fold_in(train_key, iteration))
-            return state, (metrics, _tree_all_finite(state))
+            state, metrics = learner.update(state, _fold_in(train_key, iteration))
+            # a population freezes a non-finite member itself and says so in ``alive``
+            finite = (state.alive if isinstance(learner, PopulationLearner)
+                      else _tree_all_finite(state))
+            return state, (metrics, finite)
 
         iterations = first_iteration + jnp.arange(iterations_per_call, dtype=jnp.int32)
         return jax.lax.scan(body, state, iterations)
@@ -511,7 +592,7 @@ def _compile_chunk(learner, state, train_key, iterations_per_call: int, mesh):
 
 def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per_call, elapsed,
           eval_every, checkpoint_every, evaluate, checkpointer, logger, host, title, quiet,
-          time_budget_s, progress_fn):
+          time_budget_s, progress_fn, on_nan="stop"):
     """Compile, then run iterations ``start+1 .. num_iterations`` (or until the budget).
 
     Returns ``(final state, last iteration's metrics, last evaluation summary,
@@ -528,6 +609,9 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
     iteration = start
     row: dict[str, float] = {}
     summary = None
+    population = isinstance(learner, PopulationLearner)
+    if population:  # members dropped before a resume stay dropped
+        alive = np.array(jax.device_get(state.alive), bool)
     with tqdm(total=num_iterations, initial=start, disable=quiet, unit="it",
               desc=f"compiling {title}", dynamic_ncols=True) as bar:
         step = _compile_chunk(learner, state, train_key, iterations_per_call, mesh)
@@ -542,19 +626,36 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
                                  f"its metrics {sorted(metrics)}")
             for j in range(iterations_per_call):
                 iteration += 1
-                row = flatten_metrics({k: v[j] for k, v in metrics.items()})
-                if logger is not None:
-                    logger.log_train(iteration, row, elapsed)
-                bad = [k for k, v in row.items() if not np.isfinite(v)]
-                if bad or not finite[j]:
-                    what = (f"metric {bad[0]!r} = {row[bad[0]]}" if bad
-                            else "the learner state (parameters or optimizer state)")
-                    good = checkpointer.steps()
-                    raise NonFiniteError(
-                        f"non-finite value in {what} at iteration {iteration}; run stopped. "
-                        + (f"Last good checkpoint: iteration {good[-1]} in "
-                           f"{checkpointer.directory}" if good
-                           else "No checkpoint was written before it."))
+                if population:
+                    rows = [flatten_metrics({k: v[j, i] for k, v in metrics.items()})
+                            for i in range(len(learner.members))]
+                    if logger is not None:
+                        logger.log_train_members(iteration, rows, elapsed)
+                    newly_dead = [i for i in range(len(rows)) if alive[i] and not finite[j, i]]
+                    for i in newly_dead:
+                        what = (f"member {i} ({learner.members[i].label()}) turned non-finite "
+                                f"at iteration {iteration}")
+                        if on_nan == "stop":
+                            _stop_non_finite(what, checkpointer)
+                        alive[i] = False
+                        tqdm.write(f"metarl: {what}; dropped (frozen at its last finite "
+                                   f"state); {int(alive.sum())} of {len(alive)} members go on")
+                    if not alive.any():
+                        _stop_non_finite("every member of the population turned non-finite "
+                                         f"by iteration {iteration}", checkpointer)
+                    row = {k: float(np.mean([r[k] for r, a in zip(rows, alive) if a]))
+                           for k in rows[0]}
+                else:
+                    row = flatten_metrics({k: v[j] for k, v in metrics.items()})
+                    if logger is not None:
+                        logger.log_train(iteration, row, elapsed)
+                    bad = [k for k, v in row.items() if not np.isfinite(v)]
+                    if bad or not finite[j]:
+                        _stop_non_finite(
+                            (f"non-finite value in metric {bad[0]!r} = {row[bad[0]]}" if bad
+                             else "non-finite value in the learner state (parameters or "
+                                  "optimizer state)") + f" at iteration {iteration}",
+                            checkpointer)
                 if progress_fn is not None and j < iterations_per_call - 1:
                     progress_fn(iteration, {**row, "elapsed_s": elapsed})
             bar.update(iterations_per_call)
@@ -575,12 +676,23 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
     return state, row, summary, iteration
 
 
+def _stop_non_finite(what: str, checkpointer) -> None:
+    good = checkpointer.steps()
+    raise NonFiniteError(f"{what}; run stopped. " + (
+        f"Last good checkpoint: iteration {good[-1]} in {checkpointer.directory}" if good
+        else "No checkpoint was written before it."))
+
+
 # -- reading a run back ----------------------------------------------------------------
 
 
 def load_run(run_dir: str | Path, *, family: tasks.TaskFamily | None = None,
              use_mesh: bool | None = None) -> LoadedRun:
     """Rebuild the learner of ``run_dir`` and restore its newest good checkpoint.
+
+    For a population run the learner is the :class:`PopulationLearner` and the
+    state holds every member (``learner.member_state(state, i)`` is member
+    ``i``'s, for ``learner.base``).
 
     The algorithm is looked up by name (or by its module path for modules
     outside the registry) and the family by name and options; pass
@@ -600,9 +712,11 @@ def load_run(run_dir: str | Path, *, family: tasks.TaskFamily | None = None,
     if family is None:
         family = tasks.make(settings["family"], **settings["family_options"])
     mesh = build_mesh(use_mesh)
-    learner = module.make(config, family, mesh=mesh)
-    check_learner(learner)
-    target = replicate(learner.init(run_keys(settings["seed"])[0]), mesh)
+    members = None
+    if settings.get("population"):
+        members = [Member(int(m["seed"]), dict(m["values"]))
+                   for m in settings["population"]["members"]]
+    learner, target, _ = _build(module, config, family, settings["seed"], members, mesh)
     checkpointer = Checkpointer(Path(settings.get("checkpoint_dir") or run_dir / "checkpoints"),
                                 max_to_keep=None)
     try:
@@ -644,6 +758,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", num_tasks: int | N
     png_path = run.run_dir / f"evaluation_{split}.png"
     if jax.process_index() == 0:
         write_json(json_path, summary)
-        plot_adaptation_curve(summary, png_path, f"{settings['algorithm']} on "
-                              f"{settings['family']} ({split} tasks)")
+        title = f"{settings['algorithm']} on {settings['family']} ({split} tasks)"
+        plot_adaptation_curve(summary, png_path, title)
+        if summary.get("population"):
+            plot_population_curves(summary, run.run_dir / f"evaluation_{split}_members.png",
+                                   title)
     return summary, json_path, png_path
