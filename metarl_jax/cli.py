@@ -135,6 +135,16 @@ def build_parser(train_algorithm: str | None = None) -> argparse.ArgumentParser:
                         "segments included); evaluated and checkpointed like the end")
     p.add_argument("--checkpoint-dir", metavar="DIR", default=None,
                    help="where the checkpoints go (default: RUN_DIR/checkpoints)")
+    p.add_argument("--seeds", metavar="N", default=None,
+                   help="train a population in one compiled program: N seeds (--seed .. "
+                        "--seed+N-1) or a comma list of seeds (default: one plain run)")
+    p.add_argument("--sweep", metavar="FIELD=V1,V2,...", action="append", default=[],
+                   help="per-member values of a config field, e.g. --sweep inner_lr=0.05,0.1 "
+                        "(repeatable; the population is the grid seeds x sweeps; only fields "
+                        "that do not change shapes, see `metarl algorithms`)")
+    p.add_argument("--on-nan", choices=("stop", "drop"), default=None,
+                   help="a population member turning non-finite stops the run or is dropped "
+                        "(default: stop)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     p.set_defaults(handler=_cmd_train)
 
@@ -222,7 +232,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     runner = {name: (getattr(args, name) if getattr(args, name) is not None
                      else saved.get(name, _train_default(name)))
               for _, name, _ in RUNNER_OPTIONS}
+    seeds, sweep = _population(args, saved, runner["seed"])
     result = train(args.algorithm, config, family, args.resume or args.run_dir,
+                   seeds=seeds, sweep=sweep, on_nan=args.on_nan or saved.get("on_nan", "stop"),
                    family_options=family_options, quiet=args.quiet, resume=bool(args.resume),
                    overwrite=args.overwrite, use_mesh=_mesh(args.mesh),
                    time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
@@ -231,7 +243,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory:    {result.run_dir}")
     print(f"adaptation curve: {result.adaptation_curve_plot}")
     print(f"training curve:   {result.training_curve_plot}")
+    if (result.run_dir / "population_curve.png").exists():
+        print(f"every member:     {result.run_dir / 'population_curve.png'}")
     return 0
+
+
+def _population(args: argparse.Namespace, saved: dict[str, Any], seed: int
+                ) -> tuple[list[int] | None, dict[str, list[float]] | None]:
+    """``(seeds, sweep)`` for ``train`` from --seeds/--sweep, or from a resumed run."""
+    sweep: dict[str, list[float]] = {}
+    for item in args.sweep:
+        field, sep, values = item.partition("=")
+        if not sep or not field.strip() or not values.strip():
+            raise ValueError(f"--sweep expects FIELD=V1,V2,..., got {item!r}")
+        if field.strip() in sweep:
+            raise ValueError(f"--sweep names {field.strip()!r} twice")
+        try:
+            sweep[field.strip()] = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"--sweep {field.strip()}: values must be numbers, got "
+                             f"{values!r}") from None
+    seeds = None
+    if args.seeds is not None:
+        try:
+            parts = [int(v) for v in str(args.seeds).split(",")]
+        except ValueError:
+            raise ValueError(f"--seeds expects a count or a comma list of seeds, got "
+                             f"{args.seeds!r}") from None
+        if len(parts) == 1 and "," not in str(args.seeds):
+            if parts[0] < 1:
+                raise ValueError(f"--seeds must be at least 1, got {parts[0]}")
+            parts = list(range(seed, seed + parts[0]))
+        seeds = parts
+    if seeds is None and not sweep and saved.get("population"):
+        members = saved["population"]["members"]  # a resumed population: the same members
+        seeds = list(dict.fromkeys(int(m["seed"]) for m in members))
+        names = list(members[0]["values"])
+        sweep = {n: list(dict.fromkeys(float(m["values"][n]) for m in members)) for n in names}
+    return seeds, (sweep or None)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -269,10 +318,14 @@ def _cmd_algorithms(args: argparse.Namespace) -> int:
     del args
     for name in algorithms.list_algorithms():
         try:
-            doc = (algorithms.get(name).__doc__ or "").strip().split("\n")[0]
+            module = algorithms.get(name)
         except ImportError as err:
-            doc = f"(unavailable: {err})"
-        print(f"{name:<8} {doc}")
+            print(f"{name:<8} (unavailable: {err})")
+            continue
+        print(f"{name:<8} {(module.__doc__ or '').strip().split(chr(10))[0]}")
+        fields = getattr(module, "HYPERPARAMETERS", ())
+        if fields:  # what a population may give per member
+            print(f"{'':<8}   per-member (--sweep): {', '.join(fields)}")
     return 0
 
 
