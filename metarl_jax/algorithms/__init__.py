@@ -21,6 +21,7 @@ ALGORITHMS = {
     "metaq": "metarl_jax.algorithms.metaq",
     "pearl": "metarl_jax.algorithms.pearl",
     "rebal": "metarl_jax.algorithms.rebal",
+    "reptile": "metarl_jax.algorithms.reptile",
     "rl2": "metarl_jax.algorithms.rl2",
     "varibad": "metarl_jax.algorithms.varibad",
 }

@@ -155,6 +155,7 @@ class Learner(NamedTuple):
     sample: Any         # (meta_params, task_params, key) -> [(D_0, w_0), ..., (D_K, adv_K)]
     meta_loss: Any      # (meta_params, batches) -> the differentiable meta-objective
     advantages: Any     # Trajectory [episodes, T] -> normalised GAE advantages (one task)
+    sample_adaptation: Any  # (meta_params, env_params, key, K) -> (batches, adapted policy), one task
 
 
 def make(config: Config, family, mesh=None) -> Learner:
@@ -435,7 +436,8 @@ def make(config: Config, family, mesh=None) -> Learner:
 
     return Learner(init=init, update=update, evaluate=evaluate, config=config, family=family,
                    key_metric="post_adaptation_return", adapt=adapt, sample=sample,
-                   meta_loss=meta_loss, advantages=advantages)
+                   meta_loss=meta_loss, advantages=advantages,
+                   sample_adaptation=sample_adaptation)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
