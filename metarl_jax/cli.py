@@ -7,6 +7,7 @@
     metarl train maml --help                               # lists maml's config fields
     metarl train maml --resume runs/maml-navigation2d-20250101-120000 --iterations 400
     metarl evaluate runs/maml-navigation2d-20250101-120000 --split ood --num-steps 5
+    metarl ensemble runs/maml-nav-a runs/maml-nav-b runs/maml-nav-c --out runs/ensemble
     metarl families
     metarl algorithms
 
@@ -35,6 +36,7 @@ from metarl_jax.training.config import (
     merge,
     parse_assignments,
 )
+from metarl_jax.training.ensemble import format_table, run_ensemble
 from metarl_jax.training.runner import (NonFiniteError, RunDirectoryError, evaluate_run, train,
                                         upgrade_identity)
 
@@ -175,6 +177,28 @@ def build_parser(train_algorithm: str | None = None) -> argparse.ArgumentParser:
     p = commands.add_parser("algorithms", help="list algorithms",
                             description="List the registered meta-learning algorithms.")
     p.set_defaults(handler=_cmd_algorithms)
+
+    p = commands.add_parser(
+        "ensemble", help="performance-weighted ensemble of trained runs",
+        description="Ensemble the trained RUN_DIRs (maml or rl2 runs of one family): measure\n"
+                    "each member on validation tasks of the train split, choose Hedge's eta on\n"
+                    "other validation tasks, and compare the weighted mixture with the best\n"
+                    "member, the uniform mixture and the online selector (ESBAS) on held-out\n"
+                    "test tasks. Writes ensemble.json into --out.")
+    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default: ensemble/ beside the first RUN_DIR)")
+    p.add_argument("--eta", type=float, action="append", metavar="ETA",
+                   help="Hedge temperature candidate(s), inf allowed (repeatable; default: "
+                        "0, a scale-free grid, inf, chosen on validation tasks)")
+    p.add_argument("--num-tasks", type=int, default=100, metavar="N",
+                   help="test tasks, and tasks in each validation set (default: 100)")
+    p.add_argument("--num-episodes", type=int, metavar="E",
+                   help="episodes per task (default: the members' evaluation: MAML's "
+                        "eval_episodes after adaptation, RL²'s evaluation trial)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the validation and test tasks (default: 0)")
+    p.set_defaults(handler=_cmd_ensemble)
     return parser
 
 
@@ -326,6 +350,14 @@ def _cmd_algorithms(args: argparse.Namespace) -> int:
         fields = getattr(module, "HYPERPARAMETERS", ())
         if fields:  # what a population may give per member
             print(f"{'':<8}   per-member (--sweep): {', '.join(fields)}")
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    result, path = run_ensemble(args.run_dirs, args.out, num_tasks=args.num_tasks,
+                                num_episodes=args.num_episodes, seed=args.seed, etas=args.eta)
+    print(format_table(result))
+    print(f"results: {path}")
     return 0
 
 
