@@ -38,7 +38,12 @@ Adaptation operators (``adaptation``):
   :func:`antithetic_gradient` on the task's own rollouts;
 * ``"hill_climbing"``: the paper's non-smooth operator: each step proposes
   ``theta_k + adaptation_sigma * g`` and keeps it only if its return beats
-  ``theta_k`` 's on the same rollouts (so one step is one query).
+  ``theta_k`` 's on the same rollouts (both are rolled out with one key, so
+  the comparison is not one of episode draws: two rollouts per step).
+
+Each operator's step is a module-level function of a task-return function
+(:func:`es_step`, :func:`hill_climbing_step`), so the tests check them on
+closed forms as well as on rollouts.
 
 The estimator is written here (:func:`antithetic_gradient`, :func:`centered_ranks`),
 not taken from ``evosax``: what ES-MAML needs is antithetic sampling, an
@@ -168,8 +173,8 @@ def antithetic_gradient(objective: Callable, params: Any, key: jax.Array, sigma,
     (``fitness_shaping``). ``sigma`` may be traced.
     """
     check_positive_int("num_perturbations", num_perturbations)
-    if isinstance(sigma, (int, float)):
-        check_positive("sigma", sigma)
+    if not isinstance(sigma, jax.core.Tracer):  # a traced sigma was checked where it was set
+        check_positive("sigma", float(sigma))
     flat, unravel = ravel_pytree(params)
     eps = jax.random.normal(key, (num_perturbations,) + flat.shape, flat.dtype)
     members = jnp.concatenate([flat[None], flat + sigma * eps, flat - sigma * eps])
@@ -182,6 +187,50 @@ def antithetic_gradient(objective: Callable, params: Any, key: jax.Array, sigma,
     plus, minus = perturbed[:num_perturbations], perturbed[num_perturbations:]
     flat_grad = (plus - minus) @ eps / (2 * sigma * num_perturbations)
     return Estimate(unravel(flat_grad.astype(flat.dtype)), fitness, aux)
+
+
+def es_step(task_return: Callable, params: Any, key: jax.Array, step_size, sigma,
+            num_perturbations: int) -> tuple[Any, jax.Array]:
+    """The "es" adaptation step: ``params + step_size * g`` with ``g`` the antithetic
+    estimate of ``grad task_return`` (:func:`antithetic_gradient`).
+
+    ``task_return(params) -> scalar`` closes over its rollouts, so every
+    member is scored on the same episodes. Returns ``(new params, task_return(params))``.
+    """
+    estimate = antithetic_gradient(task_return, params, key, sigma, num_perturbations)
+    return tree_axpy(step_size, estimate.gradient, params), estimate.fitness[0]
+
+
+def hill_climbing_step(task_return: Callable, params: Any, key: jax.Array, sigma
+                       ) -> tuple[Any, jax.Array]:
+    """The "hill_climbing" adaptation step: propose ``params + sigma * g``
+    (``g ~ N(0, I)``), keep it only if its return beats ``params`` '.
+
+    Both are scored by the same ``task_return`` (same rollouts), so the kept
+    parameters never return less than ``params`` on them. Returns
+    ``(new params, task_return(params))``.
+    """
+    flat, unravel = ravel_pytree(params)
+    candidate = flat + sigma * jax.random.normal(key, flat.shape, flat.dtype)
+    current, proposed = jax.vmap(lambda f: task_return(unravel(f)))(
+        jnp.stack([flat, candidate]))
+    return unravel(jnp.where(proposed > current, candidate, flat)), current
+
+
+def rollouts_per_adaptation(config: Config) -> int:
+    """Rollouts of ``inner_episodes`` episodes one adaptation of one task takes
+    (``num_inner_steps`` steps and the final rollout of the adapted policy)."""
+    per_step = {"pg": 1, "es": 2 * config.adaptation_perturbations + 1,
+                "hill_climbing": 2}[config.adaptation]
+    return config.num_inner_steps * per_step + 1
+
+
+def env_steps_per_iteration(config: Config) -> int:
+    """Environment steps one meta-iteration takes, counted as MAML's benchmarks count
+    theirs (``episodes * horizon`` per rollout, every step slot of a trajectory):
+    ``2N + 1`` members adapting on ``meta_batch_size`` tasks each."""
+    return ((2 * config.num_perturbations + 1) * config.meta_batch_size
+            * rollouts_per_adaptation(config) * config.inner_episodes * config.horizon)
 
 
 # -- the learner -----------------------------------------------------------------------------
@@ -263,20 +312,14 @@ def make(config: Config, family, mesh=None) -> Learner:
             if k == num_steps:
                 curve.append(task_return(policy_params))
             elif config.adaptation == "es":
-                estimate = antithetic_gradient(task_return, policy_params, noise_key,
-                                               config.adaptation_sigma,
-                                               config.adaptation_perturbations)
-                curve.append(estimate.fitness[0])
-                policy_params = tree_axpy(config.inner_lr, estimate.gradient, policy_params)
-            else:
-                flat, unravel = ravel_pytree(policy_params)
-                candidate = flat + config.adaptation_sigma * jax.random.normal(
-                    noise_key, flat.shape, flat.dtype)
-                # both on the same rollouts: the comparison is not one of episode draws
-                current, proposed = jax.vmap(lambda f: task_return(unravel(f)))(
-                    jnp.stack([flat, candidate]))
+                policy_params, current = es_step(task_return, policy_params, noise_key,
+                                                 config.inner_lr, config.adaptation_sigma,
+                                                 config.adaptation_perturbations)
                 curve.append(current)
-                policy_params = unravel(jnp.where(proposed > current, candidate, flat))
+            else:
+                policy_params, current = hill_climbing_step(task_return, policy_params,
+                                                            noise_key, config.adaptation_sigma)
+                curve.append(current)
         return jnp.stack(curve)
 
     def adapt(meta_params, env_params, key, num_steps: int, num_episodes: int | None = None):
@@ -300,6 +343,7 @@ def make(config: Config, family, mesh=None) -> Learner:
                                    config.fitness_shaping, has_aux=True)
 
     optimizer = optax.adam(config.outer_lr)
+    env_steps = env_steps_per_iteration(config)  # a static count: every shape is fixed
 
     def init(key: jax.Array) -> ESMAMLState:
         """Initial meta-parameters and the fixed random initialisation of the baseline."""
@@ -329,6 +373,7 @@ def make(config: Config, family, mesh=None) -> Learner:
             "population_return": jnp.mean(estimate.fitness[1:]),
             "population_return_std": jnp.std(estimate.fitness[1:]),
             "grad_norm": optax.tree.norm(estimate.gradient),
+            "env_steps": env_steps,
         }
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         return state.replace(meta_params=meta_params, opt_state=opt_state,
