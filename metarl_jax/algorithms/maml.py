@@ -54,8 +54,7 @@ DEFAULT_EVAL_STEPS = 3  # inner steps an evaluation curve spans unless asked oth
 
 # Config fields a population may give per member (used only arithmetically, so
 # they can be traced scalars); every other field is static: see core.population.
-HYPERPARAMETERS = ('inner_lr', 'outer_lr', 'max_kl', 'clip_eps', 'gamma', 'gae_lambda',
-                   'init_log_std')
+HYPERPARAMETERS = ('inner_lr', 'outer_lr', 'max_kl', 'clip_eps', 'gamma', 'gae_lambda')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -188,7 +188,10 @@ def make_population(module, config, family, members: Sequence[Member], mesh=None
     def member(member_values):
         if not member_values:  # seeds only: the unswept learner, traced as is
             return base
-        return module.make(with_values(config, member_values), family, mesh=mesh)
+        # make runs inside the member trace; its host-side set-up on constants (e.g. a
+        # sample of env params to read the episode length) must stay concrete
+        with jax.ensure_compile_time_eval():
+            return module.make(with_values(config, member_values), family, mesh=mesh)
 
     def vmapped(fn, in_axes):
         if len(members) == 1 and spmd_axis is None:
