@@ -89,7 +89,7 @@ def test_outer_step_lands_on_the_task_mean_and_anneals(nav):
     key = jax.random.PRNGKey(5)
     task_key, adapt_key, _ = jax.random.split(key, 3)  # as update splits it
     tasks = nav.sample(task_key, config.meta_batch_size, "train")
-    adapted, returns, _ = learner.adapt_tasks(state.meta_params, tasks, adapt_key)
+    adapted, returns, _ = jax.jit(learner.adapt_tasks)(state.meta_params, tasks, adapt_key)
     chex.assert_shape(returns, (config.meta_batch_size, config.num_inner_steps + 1))
     target = _flat(jax.tree.map(lambda x: jnp.mean(x, axis=0), adapted))
     update = jax.jit(learner.update)

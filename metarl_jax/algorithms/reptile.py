@@ -109,9 +109,9 @@ class Config:
     num_minibatches: int = 1           # PPO minibatches of episodes per epoch ("ppo")
     clip_eps: float = 0.2              # PPO clipping range ("ppo")
     outer_optimizer: str = "sgd"       # "sgd": theta + eps (theta' - theta); "adam"
-    outer_lr: float = 1.0              # outer step size eps (Adam's step size for "adam")
+    outer_lr: float = 1.0              # step size eps; for "adam" Adam's (e.g. 1e-3)
     anneal_iterations: int = 0         # eps decays linearly to 0 over these iterations; 0: constant
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: tuple[int, ...] = (64, 64)   # MAML's navigation policy
     activation: str = "tanh"
     init_log_std: float = 0.0
     eval_episodes: int = 40            # trajectories per step when evaluating
