@@ -30,7 +30,8 @@ One meta-iteration is one pure function ``update(state, key)``:
    ``theta - eps_t g`` (``eps_t = outer_lr``, linearly annealed to 0 over
    ``anneal_iterations`` as in the paper when that is positive);
    ``"adam"`` feeds ``g`` to Adam (scaled by the same ``eps_t``), as the
-   paper's Reptile implementation allows.
+   paper suggests (treat ``theta - theta'`` as a gradient for an adaptive
+   optimiser).
 
 Why it meta-learns (the paper's section 5): with plain SGD of step ``alpha``,
 ``(theta - theta_K) / alpha = sum_{k<K} grad L_k(theta_k)``, the sum of the
