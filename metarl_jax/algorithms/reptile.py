@@ -314,6 +314,7 @@ def make(config: Config, family, mesh=None) -> Learner:
             "post_adaptation_return": jnp.mean(returns[:, -1]),
             "pseudo_grad_norm": optax.tree.norm(pseudo_grad),
             "outer_step_size": step_size,
+            # valid steps: the slots after an episode ended are not counted
             "env_steps": jnp.sum(env_steps),
         }
         pre_params, pre_opt = state.pretrained_params, state.pretrained_opt_state
