@@ -13,6 +13,7 @@ import pytest
 import metarl_jax
 from metarl_jax import cli
 from metarl_jax.algorithms import ensembles, es_maml, maml, rl2
+from metarl_jax.core.population import make_population, population_members
 from metarl_jax.nn.distributions import Categorical, DiagGaussian
 from metarl_jax.training import ensemble as host
 from metarl_jax.training.runner import train
@@ -261,6 +262,26 @@ def test_make_ensemble_errors(nav_family, bandit_family):
 
 
 # -- the host protocol and the CLI --------------------------------------------------------
+
+
+def test_from_population_uses_each_members_config(bandit_family):
+    config = rl2.Config(trial_episodes=4, meta_batch_size=4, num_minibatches=2, hidden_size=4)
+    pop = make_population(rl2, config, bandit_family,
+                          population_members(1, {"learning_rate": [1e-3, 3e-3]}))
+    state = pop.init(jax.random.split(jax.random.PRNGKey(0), 2))
+    ens = host.from_population(pop, state)
+    assert [learner.config.learning_rate for learner in ens.learners] == [1e-3, 3e-3]
+    assert ens.names == ("seed=0, learning_rate=0.001", "seed=0, learning_rate=0.003")
+    for i in range(2):
+        for a, b in zip(jax.tree.leaves(ens.params[i]),
+                        jax.tree.leaves(pop.member_state(state, i).params)):
+            np.testing.assert_array_equal(a, b)
+    # a member frozen for non-finite values is left out
+    ens = host.from_population(pop, state.replace(alive=jnp.array([True, False])))
+    assert ens.names == ("seed=0, learning_rate=0.001",)
+    with pytest.raises(ValueError, match="non-finite"):
+        host.from_population(pop, state.replace(alive=jnp.array([False, False])))
+
 
 
 class _SplitSpy:

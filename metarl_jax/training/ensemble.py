@@ -33,6 +33,7 @@ import numpy as np
 
 from metarl_jax import algorithms
 from metarl_jax.algorithms import ensembles
+from metarl_jax.core.population import PopulationLearner
 from metarl_jax.training.logging import write_json
 from metarl_jax.training.report import mean_and_ci95
 from metarl_jax.training.runner import RunDirectoryError, load_run
@@ -46,8 +47,10 @@ METHODS = ("hedge", "best_member", "uniform", "online")
 def from_runs(run_dirs: Sequence[str | Path]) -> ensembles.Ensemble:
     """An ensemble of the trained runs in ``run_dirs`` (their newest good checkpoints).
 
-    Raises ``ValueError`` for no run directories and ``TypeError`` for a run of
-    an algorithm ensembles do not support, or members that cannot act together
+    A population run directory (``metarl train --seeds/--sweep``) gives all its
+    live members. Raises ``ValueError`` for no run directories and
+    ``TypeError`` for a run of an algorithm ensembles do not support, or
+    members that cannot act together
     (:func:`metarl_jax.algorithms.ensembles.make_ensemble`).
     """
     run_dirs = [Path(d) for d in run_dirs]
@@ -60,9 +63,17 @@ def from_runs(run_dirs: Sequence[str | Path]) -> ensembles.Ensemble:
         if algorithm not in ensembles.SUPPORTED:
             raise TypeError(f"{str(run_dir)!r} is a {algorithm!r} run; ensembles support "
                             f"{' and '.join(ensembles.SUPPORTED)} runs")
-        learners.append(run.learner)
-        params.append(run.state.params)
-        names.append(_unique(run_dir.name, names))
+        if isinstance(run.learner, PopulationLearner):
+            for learner, p, label in _members(run.learner, run.state, alive_only=True):
+                learners.append(learner)
+                params.append(p)
+                names.append(_unique(f"{run_dir.name}[{label}]", names))
+        else:
+            learners.append(run.learner)
+            params.append(run.state.params)
+            names.append(_unique(run_dir.name, names))
+    if not learners:
+        raise ValueError("every member of the population runs went non-finite: no ensemble")
     return ensembles.make_ensemble(learners, params, names)
 
 
@@ -74,6 +85,19 @@ def _unique(name: str, taken: list[str]) -> str:
     return candidate
 
 
+def _members(pop_learner, pop_state, alive_only: bool):
+    """``(learner, params, label)`` of each member, its learner built with its own config."""
+    kind = ensembles.kind_of(pop_learner.base)
+    module = algorithms.get(kind)
+    alive = np.asarray(pop_state.alive, bool)
+    for i, member in enumerate(pop_learner.members):
+        if alive_only and not alive[i]:
+            continue
+        config = dataclasses.replace(pop_learner.config, **member.values)
+        yield (module.make(config, pop_learner.family),
+               pop_learner.member_state(pop_state, i).params, member.label())
+
+
 def from_population(pop_learner, pop_state, *, alive_only: bool = True) -> ensembles.Ensemble:
     """An ensemble of a population's members (:mod:`metarl_jax.core.population`).
 
@@ -82,19 +106,10 @@ def from_population(pop_learner, pop_state, *, alive_only: bool = True) -> ensem
     with the step size it was trained with. Members frozen for non-finite
     values are left out unless ``alive_only=False``.
     """
-    kind = ensembles.kind_of(pop_learner.base)
-    module = algorithms.get(kind)
-    alive = np.asarray(pop_state.alive, bool)
-    learners, params, names = [], [], []
-    for i, member in enumerate(pop_learner.members):
-        if alive_only and not alive[i]:
-            continue
-        config = dataclasses.replace(pop_learner.config, **member.values)
-        learners.append(module.make(config, pop_learner.family))
-        params.append(pop_learner.member_state(pop_state, i).params)
-        names.append(member.label())
-    if not learners:
+    members = list(_members(pop_learner, pop_state, alive_only))
+    if not members:
         raise ValueError("every member of the population went non-finite: no ensemble")
+    learners, params, names = zip(*members)
     return ensembles.make_ensemble(learners, params, names)
 
 
@@ -224,9 +239,11 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> Path:
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table of a result: each method and member, mean ± 95% CI on test tasks."""
+    eta = result["eta"]
+    eta = eta if isinstance(eta, str) else f"{eta:.4g}"
     lines = [f"{result['kind']} ensemble of {result['num_members']} on {result['family']}: "
              f"{result['num_test_tasks']} test tasks, {result['score']} (mean ± 95% CI); "
-             f"eta = {result['eta']}",
+             f"eta = {eta}",
              "| | test return | hedge weight | validation return |", "|---|---|---|---|"]
     for name in METHODS:
         stats = result["test"][name]
