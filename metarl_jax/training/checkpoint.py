@@ -27,24 +27,24 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from metarl_jax.sharding import to_host
+
 _TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 def state_digest(state: Any) -> str:
     """SHA-256 over the structure, shapes, dtypes and bytes of a pytree's leaves.
 
-    Leaves spread over several hosts (not fully addressable) contribute only
-    their shape and dtype: learner states are replicated, so this is a
-    corner case and the restore still verifies everything local.
+    Leaves spread over several processes are read with
+    :func:`metarl_jax.sharding.to_host` (a replicated leaf from its local
+    copy, a split one gathered: every process saves and restores together),
+    so a checkpoint written by several processes verifies in one and back.
     """
     digest = hashlib.sha256(str(jax.tree.structure(state)).encode())
     for leaf in jax.tree.leaves(state):
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            digest.update(f"{leaf.shape}{leaf.dtype}".encode())
-            continue
-        array = np.asarray(jax.device_get(leaf))
+        array = np.asarray(to_host(leaf))
         digest.update(f"{array.shape}{array.dtype}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()

@@ -53,7 +53,8 @@ from metarl_jax.core.curves import AdaptationCurves
 from metarl_jax.core.learner import check_learner
 from metarl_jax.core.population import (Member, PopulationLearner, make_population,
                                         population_members)
-from metarl_jax.sharding import TASK_AXIS, check_divisible, replicate, task_mesh
+from metarl_jax.sharding import (TASK_AXIS, check_divisible, replicate, sync_processes,
+                                 task_mesh, to_host)
 from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import config_from_dict, config_to_dict, rename_fields
 from metarl_jax.utils import check_int_at_least
@@ -261,11 +262,11 @@ class _Evaluator:
             raise TypeError("learner.evaluate must return AdaptationCurves "
                             "(metarl_jax.core.make_curves), got "
                             f"{type(curves).__name__}")
-        curves = jax.device_get(curves)
+        curves = to_host(curves)
         if isinstance(self._learner, PopulationLearner):
             members = [{"seed": m.seed, "values": dict(m.values)}
                        for m in self._learner.members]
-            alive = np.asarray(jax.device_get(state.alive)).tolist()
+            alive = np.asarray(to_host(state.alive)).tolist()
             return {**info, "xlabel": curves.xlabel, "population": True,
                     **summarize_population(dict(curves.items()), curves.x, members, alive)}
         return {**info, "xlabel": curves.xlabel, **summarize_curves(dict(curves.items()), curves.x)}
@@ -457,6 +458,8 @@ def train(
 
     if exists and overwrite and is_main:
         shutil.rmtree(run_dir)
+    # several processes: all have looked at run_dir (and the old one is gone) before any writes
+    sync_processes("metarl_jax.train: run directory checked")
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(checkpoint_path, max_checkpoints_to_keep)
     logger = None
@@ -526,7 +529,7 @@ def train(
         columns = read_csv(run_dir / "metrics.csv")
         if "member" in columns:  # a population: the live members' mean of the last iteration
             last = columns["iteration"] == columns["iteration"].max()
-            alive = np.asarray(jax.device_get(state.alive))[columns["member"][last].astype(int)]
+            alive = np.asarray(to_host(state.alive))[columns["member"][last].astype(int)]
             last_metrics = {k: float(np.mean(v[last][alive])) for k, v in columns.items()
                             if k not in ("iteration", "member") and len(v)}
         else:
@@ -611,7 +614,7 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
     summary = None
     population = isinstance(learner, PopulationLearner)
     if population:  # members dropped before a resume stay dropped
-        alive = np.array(jax.device_get(state.alive), bool)
+        alive = np.array(to_host(state.alive), bool)
     with tqdm(total=num_iterations, initial=start, disable=quiet, unit="it",
               desc=f"compiling {title}", dynamic_ncols=True) as bar:
         step = _compile_chunk(learner, state, train_key, iterations_per_call, mesh)
@@ -619,7 +622,7 @@ def _loop(learner, state, train_key, mesh, start, num_iterations, iterations_per
         while iteration < num_iterations and not out_of_time():
             tick = time.perf_counter()
             state, (metrics, finite) = step(state, jnp.int32(iteration), train_key)
-            metrics, finite = jax.device_get((metrics, finite))
+            metrics, finite = to_host((metrics, finite))
             elapsed += time.perf_counter() - tick
             if learner.key_metric not in metrics:
                 raise ValueError(f"the learner's key_metric {learner.key_metric!r} is not among "
