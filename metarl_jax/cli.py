@@ -144,6 +144,10 @@ def build_parser(train_algorithm: str | None = None) -> argparse.ArgumentParser:
                    help="per-member values of a config field, e.g. --sweep inner_lr=0.05,0.1 "
                         "(repeatable; the population is the grid seeds x sweeps; only fields "
                         "that do not change shapes, see `metarl algorithms`)")
+    p.add_argument("--member-shards", type=int, metavar="N", default=None,
+                   help="with a mesh, devices along a population's members axis; the rest "
+                        "split each member's tasks (default: the largest count dividing both "
+                        "the devices and the population)")
     p.add_argument("--on-nan", choices=("stop", "drop"), default=None,
                    help="a population member turning non-finite stops the run or is dropped "
                         "(default: stop)")
@@ -259,6 +263,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     seeds, sweep = _population(args, saved, runner["seed"])
     result = train(args.algorithm, config, family, args.resume or args.run_dir,
                    seeds=seeds, sweep=sweep, on_nan=args.on_nan or saved.get("on_nan", "stop"),
+                   member_shards=args.member_shards,
                    family_options=family_options, quiet=args.quiet, resume=bool(args.resume),
                    overwrite=args.overwrite, use_mesh=_mesh(args.mesh),
                    time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,

@@ -49,7 +49,19 @@ SCRIPT = textwrap.dedent("""
         error = None
     except ValueError as err:
         error = str(err)
+    # a population of 4 on the 2 x 2 ("members", "tasks") mesh
+    population = train(toy, toy.Config(meta_batch_size=8), toy.toy_family(),
+                       sys.argv[2] + "/population", seeds=2, sweep={"inner_lr": [0.1, 0.3]},
+                       member_shards=2, **settings)
+    try:
+        train(toy, toy.Config(meta_batch_size=8), toy.toy_family(), sys.argv[2] + "/bad-pop",
+              seeds=3, member_shards=2, **settings)
+        population_error = None
+    except ValueError as err:
+        population_error = str(err)
     print(json.dumps({
+        "population_sharding": str(population.state.members.w.sharding.spec),
+        "population_error": population_error,
         "device_count": jax.device_count(),
         "state_devices": len(result.state.w.sharding.device_set),
         "resumed_equal": bool((resumed.state.w == result.state.w).all()),
@@ -99,3 +111,27 @@ def test_meta_batch_must_divide_over_devices(four_devices):
     assert report["error"] == ("meta_batch_size=6 does not divide over the 4 devices of the "
                                "'tasks' mesh axis; use a multiple of 4")
     assert not (out / "bad").exists()  # refused before anything was written
+
+
+def test_sharded_population_matches_single_device(four_devices, tmp_path):
+    out, report = four_devices
+    assert report["population_sharding"] == "P('members',)"
+    devices = json.loads((out / "population" / "config.json").read_text())["devices"]
+    assert (devices["member_mesh"], devices["task_mesh"]) == (2, 2)
+    single = train(toy.TOY, toy.Config(meta_batch_size=8), toy.toy_family(),
+                   tmp_path / "single", use_mesh=False, seeds=2, sweep={"inner_lr": [0.1, 0.3]},
+                   **SETTINGS)
+    for name in ("metrics.csv", "eval.csv"):
+        a, b = read_csv(out / "population" / name), read_csv(single.run_dir / name)
+        assert list(a) == list(b)
+        for column in a:
+            np.testing.assert_allclose(a[column], b[column], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{name}:{column}")
+
+
+def test_population_must_divide_over_member_shards(four_devices):
+    out, report = four_devices
+    assert report["population_error"] == (
+        "a population of 3 members does not divide over the 2 devices of the 'members' mesh "
+        "axis; use a multiple of 2")
+    assert not (out / "bad-pop").exists()

@@ -32,9 +32,6 @@ from metarl_jax.training import NonFiniteError, train
 from metarl_jax.training.logging import read_csv, summarize_population
 from metarl_jax.training.runner import load_run
 
-# The toy learner's fields a population may vary (test_runner.py is the algorithm module).
-toy.HYPERPARAMETERS = ("inner_lr", "outer_lr", "noise_scale")
-
 TINY_MAML = maml.Config(meta_batch_size=2, inner_episodes=2, horizon=8, hidden_sizes=(8,),
                         eval_episodes=2)
 RUN = dict(num_iterations=4, iterations_per_call=2, eval_every=2, checkpoint_every=2,

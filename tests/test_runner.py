@@ -46,6 +46,8 @@ from metarl_jax.training.runner import identity_differences
 from metarl_jax.training.logging import read_csv, summarize_curves, truncate_csv
 
 DIM = 3
+# the Config fields a population may give per member (core.population)
+HYPERPARAMETERS = ("inner_lr", "outer_lr", "noise_scale")
 
 # -- the toy algorithm module -------------------------------------------------------
 

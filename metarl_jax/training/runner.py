@@ -35,6 +35,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import json
+import math
 import platform
 import shutil
 import time
@@ -53,8 +54,8 @@ from metarl_jax.core.curves import AdaptationCurves
 from metarl_jax.core.learner import check_learner
 from metarl_jax.core.population import (Member, PopulationLearner, make_population,
                                         population_members)
-from metarl_jax.sharding import (TASK_AXIS, check_divisible, replicate, sync_processes,
-                                 task_mesh, to_host)
+from metarl_jax.sharding import (MEMBER_AXIS, TASK_AXIS, check_divisible, population_mesh,
+                                 replicate, shard_members, sync_processes, task_mesh, to_host)
 from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import config_from_dict, config_to_dict, rename_fields
 from metarl_jax.utils import check_int_at_least
@@ -153,16 +154,32 @@ def resolve_family(family: str | tasks.TaskFamily,
     return tasks.make(family, **options), options
 
 
-def build_mesh(use_mesh: bool | None):
-    """The ``tasks`` mesh over all devices, or ``None``.
+def build_mesh(use_mesh: bool | None, num_members: int | None = None,
+               member_shards: int | None = None):
+    """The mesh over all devices, or ``None``.
 
-    ``use_mesh=None`` builds one when more than one device is visible. For
-    several hosts, call ``jax.distributed.initialize()`` first: the mesh then
-    spans every host's devices and the code path is the same.
+    ``use_mesh=None`` builds one when more than one device is visible. A plain
+    run gets the 1-D ``tasks`` mesh; a population of ``num_members`` gets the
+    2-D ``("members", "tasks")`` mesh with ``member_shards`` devices along
+    ``members`` (default: the largest count dividing both the devices and the
+    population, so whole members sit on each device where they can). For
+    several hosts, call ``jax.distributed.initialize()`` before importing
+    metarl_jax (see docs/distributed.md): the mesh then spans every host's
+    devices and the code path is the same.
     """
     if use_mesh is None:
         use_mesh = jax.device_count() > 1
-    return task_mesh() if use_mesh else None
+    if not use_mesh:
+        if member_shards is not None:
+            raise ValueError("member_shards needs a mesh (use_mesh true, or several devices)")
+        return None
+    if num_members is None:
+        if member_shards is not None:
+            raise ValueError("member_shards applies to a population (seeds or sweep)")
+        return task_mesh()
+    if member_shards is None:
+        member_shards = math.gcd(num_members, jax.device_count())
+    return population_mesh(member_shards)
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -230,7 +247,9 @@ def _devices(mesh) -> dict[str, Any]:
     return {"platform": devices[0].platform, "count": len(devices),
             "process_count": jax.process_count(),
             "kinds": sorted({d.device_kind for d in devices}),
-            "task_mesh": None if mesh is None else int(mesh.shape[TASK_AXIS])}
+            "task_mesh": None if mesh is None else int(mesh.shape[TASK_AXIS]),
+            "member_mesh": (int(mesh.shape[MEMBER_AXIS]) if mesh is not None
+                            and MEMBER_AXIS in mesh.shape else None)}
 
 
 def _tree_all_finite(tree: Any) -> jax.Array:
@@ -300,6 +319,7 @@ def train(
     seeds: int | Iterable[int] | None = None,
     sweep: Mapping[str, Iterable[float]] | None = None,
     on_nan: str = "stop",
+    member_shards: int | None = None,
 ) -> RunResult:
     """Meta-train ``algorithm`` on ``family`` and write everything into ``run_dir``.
 
@@ -360,6 +380,9 @@ def train(
         member; the last good checkpoint is kept) or ``"drop"`` the member
         (frozen at its last finite state, left out of the summaries, said on
         stderr and in ``adaptation_curve.json``); the others go on.
+      member_shards: devices along the ``members`` axis of a population's
+        mesh (the rest split each member's tasks); default: the largest count
+        dividing both the devices and the population.
 
     Raises:
       RunDirectoryError: ``run_dir`` exists (without resume/overwrite), or
@@ -397,7 +420,7 @@ def train(
     if seeds is not None or sweep:
         members = population_members(1 if seeds is None else seeds, sweep, base_seed=seed)
 
-    mesh = build_mesh(use_mesh)
+    mesh = build_mesh(use_mesh, None if members is None else len(members), member_shards)
     if mesh is not None:
         if hasattr(config, "meta_batch_size"):
             check_divisible(config.meta_batch_size, mesh)
@@ -555,7 +578,8 @@ def _build(module, config, family, seed: int, members, mesh):
     keys = [run_keys(m.seed) for m in members]
     init_keys = jnp.stack([k[0] for k in keys])
     train_keys = jnp.stack([k[1] for k in keys])
-    return learner, replicate(learner.init(init_keys), mesh), train_keys
+    place = (shard_members if mesh is not None and MEMBER_AXIS in mesh.shape else replicate)
+    return learner, place(learner.init(init_keys), mesh), place(train_keys, mesh)
 
 
 def _fold_in(key: jax.Array, iteration) -> jax.Array:
@@ -714,11 +738,11 @@ def load_run(run_dir: str | Path, *, family: tasks.TaskFamily | None = None,
     config = config_from_dict(module.Config, settings["algorithm_config"])
     if family is None:
         family = tasks.make(settings["family"], **settings["family_options"])
-    mesh = build_mesh(use_mesh)
     members = None
     if settings.get("population"):
         members = [Member(int(m["seed"]), dict(m["values"]))
                    for m in settings["population"]["members"]]
+    mesh = build_mesh(use_mesh, None if members is None else len(members))
     learner, target, _ = _build(module, config, family, settings["seed"], members, mesh)
     checkpointer = Checkpointer(Path(settings.get("checkpoint_dir") or run_dir / "checkpoints"),
                                 max_to_keep=None)
