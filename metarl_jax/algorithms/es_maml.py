@@ -27,6 +27,10 @@ One meta-iteration is one pure function ``update(state, key)``:
    replaced by their centred ranks (``fitness_shaping``);
 4. Adam (``outer_lr``) ascends the estimate.
 
+The metrics include ``env_steps``, the iteration's environment steps counted
+as MAML's benchmarks count MAML's (every step slot of every rollout, all
+``2N + 1`` members: :func:`env_steps_per_iteration`).
+
 Adaptation operators (``adaptation``):
 
 * ``"pg"``: MAML's policy-gradient inner step (the paper's simplest
