@@ -1394,6 +1394,72 @@ def config_table(module: str) -> Callable[[], str]:
     return render
 
 
+# -- Hessian-free meta-learners beside MAML-TRPO -----------------------------------------------
+
+FIRST_ORDER_FILES = ["first_order_navigation.json"]
+
+
+def _millions(steps: float) -> str:
+    return f"{steps / 1e6:.1f}M" if steps >= 1e6 else thousands(steps)
+
+
+def _first_order_data() -> dict:
+    data = load("first_order_navigation.json")
+    # the JSON records the load at the start and end of the run; the machine line takes the start
+    return {**data, "load_average": data["load_average"]["start"]}
+
+
+def first_order_curves() -> str:
+    """Return after 0..K adaptation steps per learner, with the env steps it trained on."""
+    data = _first_order_data()
+    steps = data["eval_steps"]
+    rows = []
+    for run in data["learners"].values():
+        curve = run["curve"]
+        rows.append([run["label"]] + [pm(m, c) for m, c in zip(curve["mean"], curve["ci95"])]
+                    + [_millions(run["env_steps"]), f"{run['iterations']:,}",
+                       minutes(run["train_s"])])
+    baseline = data["random_init"]
+    rows.append(["random init (MAML's policy)"]
+                + [pm(m, c) for m, c in zip(baseline["mean"], baseline["ci95"])]
+                + ["—", "—", "—"])
+    quick = " A `--quick` run." if data.get("quick") else ""
+    episodes = "/".join(sorted({str(run["config"]["eval_episodes"])
+                                for run in data["learners"].values()}))
+    caption = (f"{data['eval_tasks']} held-out goals (test split), the same goals and key for "
+               f"every learner; mean return ± 95% CI after k policy-gradient steps of size 0.1, "
+               f"{episodes} trajectories per step. Each learner trained for "
+               f"{num(data['minutes'], 1)} min (training time: compile and evaluation "
+               f"excluded).{quick}")
+    return (caption + "\n\n"
+            + table(["learner"] + [f"k = {k}" for k in range(steps + 1)]
+                    + ["env steps (training)", "iterations", "training (min)"], rows,
+                    "l" + "r" * (steps + 4))
+            + f"\n\n{_plot('first_order_navigation.json')}")
+
+
+def first_order_runs() -> str:
+    """Per learner: its settings, env steps per iteration and compile time; the machine."""
+    data = _first_order_data()
+    keys = ("meta_batch_size", "inner_episodes", "horizon", "num_inner_steps", "inner_lr",
+            "hidden_sizes", "activation", "outer_optimizer", "outer_lr", "max_kl",
+            "num_perturbations", "sigma", "fitness_shaping")
+    rows = []
+    for run in data["learners"].values():
+        shown = [k for k in keys if k in run["config"]]
+        if run["config"].get("outer_optimizer") == "trpo":
+            shown.remove("outer_lr")  # TRPO's step is set by max_kl
+        config = ", ".join(f"{k}={run['config'][k]}" for k in shown)
+        rows.append([run["label"], _cell(config), thousands(run["env_steps_per_iteration"]),
+                     f"{run['train_s'] / max(run['iterations'], 1):.2f}",
+                     f"{run['compile_s']:.0f}" if run.get("compile_s") is not None else "—"])
+    end = ", ".join(f"{x:.1f}" for x in load("first_order_navigation.json")["load_average"]["end"])
+    return (table(["learner", "config", "env steps / iteration", "s / iteration",
+                   "compile (s)"], rows, "llrrr")
+            + f"\n\nLoad average at the end of the run: {end}.\n\n"
+            + machines([("first_order_navigation.json", data)]))
+
+
 # -- the blocks ---------------------------------------------------------------------------------
 
 
@@ -1415,6 +1481,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/algorithms/pearl.md", "config", config_table("pearl")),
     ("docs/algorithms/metaq.md", "config", config_table("metaq")),
     ("docs/algorithms/model_based.md", "config", config_table("model_based")),
+    ("docs/algorithms/es_maml.md", "config", config_table("es_maml")),
     results_block("maml_navigation", "summary", maml_navigation_summary, NAV_FILES),
     results_block("maml_navigation", "curves", maml_navigation_curves, NAV_FILES),
     results_block("maml_navigation", "runs", maml_navigation_runs, NAV_FILES),
@@ -1474,6 +1541,8 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   ["model_based_speed.json"]),
     results_block("offpolicy_speed", "table", offpolicy_speed_table, ["offpolicy_speed.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
+    results_block("first_order_navigation", "curves", first_order_curves, FIRST_ORDER_FILES),
+    results_block("first_order_navigation", "runs", first_order_runs, FIRST_ORDER_FILES),
 ]
 
 
