@@ -166,8 +166,8 @@ def _other_value(config, name):
 @pytest.mark.parametrize("name", sorted(algorithms.ALGORITHMS))
 def test_every_declared_per_member_field_can_be_traced(name):
     """Each learner's HYPERPARAMETERS, all differing between two members at once, trace
-    through init and update (jax.eval_shape: tracing without compiling), so the list
-    names no field used in shapes or Python control flow."""
+    through init, update and evaluate (jax.eval_shape: tracing without compiling), so
+    the list names no field used in shapes or Python control flow."""
     module = algorithms.get(name)
     if name not in CASES:
         pytest.fail(f"add {name} to CASES: every registered learner is checked")
@@ -185,6 +185,10 @@ def test_every_declared_per_member_field_can_be_traced(name):
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
     assert all(v.shape == (2,) for v in metrics.values())
     assert population.key_metric in metrics
+    tasks = family.sample(jax.random.PRNGKey(1), 2, "test")
+    curves = jax.eval_shape(lambda s: population.evaluate(s, tasks, jax.random.PRNGKey(2)),
+                            new_state)
+    assert all(c.shape[:2] == (2, 2) for c in curves.curves.values())  # [members, tasks, x]
 
 
 # -- the runner ----------------------------------------------------------------------------
