@@ -186,15 +186,18 @@ def test_maml_members_one_hot_and_online(nav_ensemble, nav_family):
     tasks = nav_family.sample(jax.random.PRNGKey(3), 1, "train")
     task = jax.tree.map(lambda x: x[0], tasks)
     weights = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
-    returns = jax.jit(lambda p, w, t, k: ensembles.returns_table(nav_ensemble, p, w, t, k, 3))(
-        nav_ensemble.params, weights, tasks, jax.random.PRNGKey(4))
+    acting = jax.jit(lambda p, t, k: ensembles.prepare(nav_ensemble, p, t, k))(
+        nav_ensemble.params, tasks, jax.random.PRNGKey(2))
+    returns = jax.jit(lambda a, w, t, k: ensembles.returns_table(nav_ensemble, a, w, t, k, 3))(
+        acting, weights, tasks, jax.random.PRNGKey(4))
     assert returns.shape == (4, 1, 3)
     np.testing.assert_array_equal(returns[0], returns[3])
     assert not np.array_equal(returns[0], returns[1])
     # member 0 alone, by hand: its own adaptation, then its own policy on the same keys
     learner = nav_ensemble.learners[0]
     alone = nav_ensemble._replace(learners=(learner,))
-    adapt_key, play_key = jax.random.split(jax.random.split(jax.random.PRNGKey(4), 1)[0])
+    adapt_key = jax.random.split(jax.random.PRNGKey(2), 1)[0]
+    play_key = jax.random.split(jax.random.PRNGKey(4), 1)[0]
 
     @jax.jit
     def by_hand(meta_params):
@@ -202,10 +205,10 @@ def test_maml_members_one_hot_and_online(nav_ensemble, nav_family):
         return ensembles.play(alone, (adapted,), jnp.ones(1), task, play_key, 3)
 
     np.testing.assert_allclose(returns[0, 0], by_hand(nav_ensemble.params[0]), rtol=1e-5)
-    online = jax.jit(lambda p, k: ensembles.play_online(
-        nav_ensemble, ensembles.prepare(nav_ensemble, p, task, k), jnp.array([0.0, 1.0]),
-        1.0, task, k, 4))
-    returns, members = online(nav_ensemble.params, jax.random.PRNGKey(6))
+    one_task = jax.tree.map(lambda x: x[0], acting)
+    online = jax.jit(lambda a, k: ensembles.play_online(
+        nav_ensemble, a, jnp.array([0.0, 1.0]), 1.0, task, k, 4))
+    returns, members = online(one_task, jax.random.PRNGKey(6))
     assert returns.shape == (4,) and members.shape == (4,)
     assert members[0] == 1 and members[1] == 0  # the prior's favourite, then the untried one
     np.testing.assert_array_equal(

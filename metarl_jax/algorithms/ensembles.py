@@ -357,14 +357,25 @@ def default_num_episodes(ensemble: Ensemble) -> int:
     return config.eval_episodes
 
 
+def adapt_member(learner, params, task_params, keys: jax.Array):
+    """One MAML member's adapted policy params on a task batch (leading axis, one key
+    per task): its own ``num_inner_steps`` steps of its ``inner_lr``, as in meta-training."""
+    return jax.vmap(lambda task, key: learner.sample_adaptation(
+        params, task, key, learner.config.num_inner_steps)[1])(task_params, keys)
+
+
 def prepare(ensemble: Ensemble, params: tuple, task_params, key: jax.Array) -> tuple:
-    """What each member acts with on one task: MAML members' adapted policy params
-    (each adapts with its own ``num_inner_steps`` steps, all from ``key``: common
-    random numbers), RL² members' params unchanged."""
+    """What each member acts with on a task batch (leading task axis): MAML members'
+    adapted policy params (every member adapts to task ``b`` from the same key,
+    common random numbers), RL² members' params unchanged (no task axis).
+
+    The host runs :func:`adapt_member` one member at a time instead (see
+    :mod:`metarl_jax.training.ensemble` for why); the results are the same.
+    """
     if ensemble.kind == "rl2":
         return params
-    return tuple(learner.sample_adaptation(p, task_params, key,
-                                           learner.config.num_inner_steps)[1]
+    keys = jax.random.split(key, jax.tree.leaves(task_params)[0].shape[0])
+    return tuple(adapt_member(learner, p, task_params, keys)
                  for learner, p in zip(ensemble.learners, params))
 
 
@@ -417,7 +428,7 @@ def play(ensemble: Ensemble, acting: tuple, weights, task_params, key: jax.Array
          num_episodes: int) -> jax.Array:
     """Per-episode returns ``[num_episodes]`` of the mixture with ``weights [M]`` on one task.
 
-    ``acting`` is :func:`prepare`'s. MAML: ``num_episodes`` fresh, independent
+    ``acting`` is one task's part of :func:`prepare`'s. MAML: ``num_episodes`` fresh, independent
     episodes of the adapted policies' mixture. RL²: one trial of
     ``num_episodes`` episodes, every member's memory fed the same stream.
     One-hot ``weights`` play that member alone.
@@ -516,42 +527,44 @@ def task_score(ensemble: Ensemble, returns: jax.Array) -> jax.Array:
     return jnp.mean(returns, axis=-1) if ensemble.kind == "maml" else jnp.sum(returns, axis=-1)
 
 
-def returns_table(ensemble: Ensemble, params: tuple, weights, task_params, key: jax.Array,
+def _acting_axis(ensemble: Ensemble):
+    return None if ensemble.kind == "rl2" else 0
+
+
+def returns_table(ensemble: Ensemble, acting: tuple, weights, task_params, key: jax.Array,
                   num_episodes: int) -> jax.Array:
     """Per-episode returns ``[W, tasks, num_episodes]`` of each row of ``weights [W, M]``.
 
-    Every row plays the same tasks with the same keys, and MAML members adapt
-    once per task for all rows (common random numbers).
+    ``acting`` is :func:`prepare`'s for these tasks. Every row plays the same
+    tasks with the same keys (common random numbers).
     """
     num_tasks = jax.tree.leaves(task_params)[0].shape[0]
     weights = jnp.asarray(weights, jnp.float32)
 
-    def per_task(task, task_key):
-        adapt_key, play_key = jax.random.split(task_key)
-        acting = prepare(ensemble, params, task, adapt_key)
-        return jax.vmap(lambda w: play(ensemble, acting, w, task, play_key,
+    def per_task(acting_b, task, task_key):
+        return jax.vmap(lambda w: play(ensemble, acting_b, w, task, task_key,
                                        num_episodes))(weights)
 
-    return jax.vmap(per_task, out_axes=1)(task_params, jax.random.split(key, num_tasks))
+    return jax.vmap(per_task, in_axes=(_acting_axis(ensemble), 0, 0), out_axes=1)(
+        acting, task_params, jax.random.split(key, num_tasks))
 
 
-def scores(ensemble: Ensemble, params: tuple, weights, task_params, key: jax.Array,
+def scores(ensemble: Ensemble, acting: tuple, weights, task_params, key: jax.Array,
            num_episodes: int) -> jax.Array:
     """Task scores ``[W, tasks]`` (:func:`task_score` of :func:`returns_table`)."""
-    return task_score(ensemble, returns_table(ensemble, params, weights, task_params, key,
+    return task_score(ensemble, returns_table(ensemble, acting, weights, task_params, key,
                                               num_episodes))
 
 
-def online_scores(ensemble: Ensemble, params: tuple, priority, exploration, task_params,
+def online_scores(ensemble: Ensemble, acting: tuple, priority, exploration, task_params,
                   key: jax.Array, num_episodes: int) -> jax.Array:
     """Scores ``[tasks]`` of the online selector, on the tasks and keys :func:`scores` uses."""
     num_tasks = jax.tree.leaves(task_params)[0].shape[0]
 
-    def per_task(task, task_key):
-        adapt_key, play_key = jax.random.split(task_key)
-        acting = prepare(ensemble, params, task, adapt_key)
-        returns, _ = play_online(ensemble, acting, priority, exploration, task, play_key,
+    def per_task(acting_b, task, task_key):
+        returns, _ = play_online(ensemble, acting_b, priority, exploration, task, task_key,
                                  num_episodes)
         return task_score(ensemble, returns)
 
-    return jax.vmap(per_task)(task_params, jax.random.split(key, num_tasks))
+    return jax.vmap(per_task, in_axes=(_acting_axis(ensemble), 0, 0))(
+        acting, task_params, jax.random.split(key, num_tasks))

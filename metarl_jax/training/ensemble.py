@@ -160,6 +160,22 @@ def evaluate_ensemble(ensemble: ensembles.Ensemble, *, num_tasks: int = 100,
 
     table = jax.jit(partial(ensembles.returns_table, ensemble), static_argnums=(4,))
     online = jax.jit(partial(ensembles.online_scores, ensemble), static_argnums=(5,))
+    adapt = [jax.jit(partial(ensembles.adapt_member, learner)) for learner in ensemble.learners]
+
+    def acting_for(tasks, key):
+        """:func:`~metarl_jax.algorithms.ensembles.prepare`, one member per program.
+
+        MAML's adaptation fits its linear baseline with jaxlib's batched LU, which
+        waits for the CPU thread pool it runs on; two running at once (two members'
+        adaptations in one program, or two programs) wedged a 2-core machine, every
+        thread idle and the result never ready. One member at a time, finished before
+        the next starts, and no LU in the programs that play.
+        """
+        if ensemble.kind == "rl2":
+            return ensemble.params
+        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+        return tuple(jax.block_until_ready(fn(p, tasks, keys))
+                     for fn, p in zip(adapt, ensemble.params))
     grid_size = len(etas) if etas is not None else len(ensembles.DEFAULT_ETA_SPREADS) + 2
     # every call plays the same number of weight rows: one compilation serves all three
     rows = max(num_members, grid_size, num_members + 3)
@@ -170,8 +186,9 @@ def evaluate_ensemble(ensemble: ensembles.Ensemble, *, num_tasks: int = 100,
 
     # 1. measure each member on validation tasks A
     measure_tasks = family.sample(measure_tasks_key, num_validation_tasks, "train")
-    returns = table(ensemble.params, padded(jnp.eye(num_members)), measure_tasks,
-                    measure_key, num_episodes)[:num_members]  # [M, tasks, E]
+    adapt_key, play_key = jax.random.split(measure_key)
+    returns = table(acting_for(measure_tasks, adapt_key), padded(jnp.eye(num_members)),
+                    measure_tasks, play_key, num_episodes)[:num_members]  # [M, tasks, E]
     member_scores = ensembles.task_score(ensemble, returns)
     performance = jnp.mean(member_scores, axis=1)
     if exploration is None:
@@ -179,9 +196,11 @@ def evaluate_ensemble(ensemble: ensembles.Ensemble, *, num_tasks: int = 100,
 
     # 2. choose eta on validation tasks B
     choose_tasks = family.sample(choose_tasks_key, num_validation_tasks, "train")
+    adapt_key, play_key = jax.random.split(choose_key)
+    choose_acting = acting_for(choose_tasks, adapt_key)
 
     def score(weights):
-        out = table(ensemble.params, padded(weights), choose_tasks, choose_key, num_episodes)
+        out = table(choose_acting, padded(weights), choose_tasks, play_key, num_episodes)
         return jnp.mean(ensembles.task_score(ensemble, out), axis=1)[:len(weights)]
 
     eta, eta_scores = ensembles.choose_eta(performance, score, etas)
@@ -193,10 +212,12 @@ def evaluate_ensemble(ensemble: ensembles.Ensemble, *, num_tasks: int = 100,
                "best_member": ensembles.hedge_weights(performance, math.inf),
                "uniform": ensembles.hedge_weights(performance, 0.0)}
     stacked = jnp.concatenate([jnp.stack(list(weights.values())), jnp.eye(num_members)])
+    adapt_key, play_key = jax.random.split(test_key)
+    test_acting = acting_for(test_tasks, adapt_key)
     test_scores = ensembles.task_score(ensemble, table(
-        ensemble.params, padded(stacked), test_tasks, test_key, num_episodes))
-    online_scores = online(ensemble.params, performance, jnp.float32(exploration), test_tasks,
-                           test_key, num_episodes)
+        test_acting, padded(stacked), test_tasks, play_key, num_episodes))
+    online_scores = online(test_acting, performance, jnp.float32(exploration), test_tasks,
+                           play_key, num_episodes)
     per_method = {name: test_scores[i] for i, name in enumerate(weights)}
     per_method["online"] = online_scores
     test = {name: _stats(values) for name, values in per_method.items()}
