@@ -1394,6 +1394,63 @@ def config_table(module: str) -> Callable[[], str]:
     return render
 
 
+# -- performance-weighted ensembles ------------------------------------------------------------
+
+ENSEMBLE_FILES = ["ensembles.json"]
+ENSEMBLE_METHODS = {"hedge": "Hedge ensemble", "best_member": "best member (on validation)",
+                    "uniform": "uniform mixture", "online": "online selector (ESBAS, UCB1)"}
+
+
+def _eta(value) -> str:
+    return "∞" if value == "inf" else f"{value:.3g}"
+
+
+def ensembles_table() -> str:
+    """Per setting: each method's held-out return and the Hedge ensemble's paired difference."""
+    settings = load("ensembles.json")["settings"]
+    rows = []
+    for setting in settings.values():
+        for method, label in ENSEMBLE_METHODS.items():
+            stats = setting["test"][method]
+            diff = setting["paired"].get(f"hedge_minus_{method}")
+            if method == "hedge":
+                label = f"{label}, η = {_eta(setting['eta'])}"
+            rows.append([setting["setting"], label, pm(stats["mean"], stats["ci95"]),
+                         pm(diff["mean"], diff["ci95"], signed=True) if diff else "—"])
+    return table(["setting", "policy", "held-out return", "Hedge − this (paired)"], rows,
+                 "llrr")
+
+
+def ensembles_members() -> str:
+    """Per setting and member: validation return, Hedge weight, held-out return."""
+    settings = load("ensembles.json")["settings"]
+    rows = [[setting["setting"], member["name"], num(member["validation_return"]),
+             num(member["hedge_weight"], 3), pm(member["test"]["mean"], member["test"]["ci95"])]
+            for setting in settings.values() for member in setting["members"]]
+    return table(["setting", "member", "validation return", "Hedge weight", "held-out return"],
+                 rows, "llrrr")
+
+
+def ensembles_runs() -> str:
+    """Per setting: members, training, tasks and episodes; then the machine."""
+    data = load("ensembles.json")
+    rows = []
+    for setting in data["settings"].values():
+        config = ", ".join(f"{k}={v}" for k, v in setting["config"].items())
+        training = setting["training"]
+        rows.append([setting["setting"], str(setting["num_members"]), _cell(config),
+                     f"{training['iterations']} iterations, "
+                     f"{minutes(training['train_seconds'])} min",
+                     f"{setting['num_validation_tasks']} + {setting['num_validation_tasks']}",
+                     str(setting["num_test_tasks"]), str(setting["num_episodes"])])
+    quick = " (a `--quick` run)" if data.get("quick") else ""
+    return (table(["setting", "members", "config", "training (one population)",
+                   "validation tasks (measure + choose η)", "test tasks", "episodes per task"],
+                  rows, "lrlllrr")
+            + f"\n\nWhole benchmark{quick}: {minutes(data['wall_seconds'])} min of wall time.\n\n"
+            + machines([("ensembles.json", data)]))
+
+
 # -- Hessian-free meta-learners beside MAML-TRPO -----------------------------------------------
 
 FIRST_ORDER_FILES = ["first_order_navigation.json"]
@@ -1543,6 +1600,9 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
     results_block("first_order_navigation", "curves", first_order_curves, FIRST_ORDER_FILES),
     results_block("first_order_navigation", "runs", first_order_runs, FIRST_ORDER_FILES),
+    results_block("ensembles", "table", ensembles_table, ENSEMBLE_FILES),
+    results_block("ensembles", "members", ensembles_members, ENSEMBLE_FILES),
+    results_block("ensembles", "runs", ensembles_runs, ENSEMBLE_FILES),
 ]
 
 
