@@ -252,7 +252,8 @@ def test_make_ensemble_errors(nav_family, bandit_family):
     # mismatched action spaces: 3 arms against 4
     three = _rl2(bandit_family)
     four = _rl2(metarl_jax.make("bandit-bernoulli", arms=4))
-    with pytest.raises(TypeError, match="mismatched action spaces.*Discrete\\(3\\).*Discrete\\(4\\)"):
+    with pytest.raises(TypeError,
+                       match="mismatched action spaces.*Discrete\\(3\\).*Discrete\\(4\\)"):
         ensembles.make_ensemble([three, four], [None, None])
     with pytest.raises(TypeError, match="one kind"):
         ensembles.make_ensemble([nav, three], [nav_params, None])
