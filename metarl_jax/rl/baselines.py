@@ -44,6 +44,41 @@ def linear_baseline_features(obs: jax.Array, valid: jax.Array) -> jax.Array:
     return features * jnp.asarray(valid, jnp.float32)[..., None]
 
 
+def solve_small(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``x`` with ``a x = b`` for one small square system, ``a [n, n]``, ``b [n]``.
+
+    Gaussian elimination with partial pivoting written in ``jnp`` (a
+    ``fori_loop`` over the ``n`` columns, then back substitution), not
+    ``jnp.linalg.solve``: on CPU that is a LAPACK custom call that jaxlib
+    0.10 spreads over XLA's intra-op thread pool, and two such calls running
+    at once on a 2-thread pool wait on each other for ever (both threads in
+    ``ParallelBatchMap``, observed in MAML populations and ensembles). The
+    systems here are tiny (``2 D + 4`` features), so the loop costs nothing
+    that matters. A singular system gives non-finite entries, as LAPACK's does.
+    """
+    n = a.shape[-1]
+    if a.shape != (n, n) or b.shape != (n,):
+        raise ValueError(f"solve_small needs a [n, n] and b [n]; got {a.shape} and {b.shape}")
+    rows = jnp.arange(n)
+
+    def eliminate(j, carry):
+        a, b = carry
+        pivot_row = jnp.argmax(jnp.where(rows >= j, jnp.abs(a[:, j]), -1.0))
+        swap = jnp.where(rows == j, pivot_row, jnp.where(rows == pivot_row, j, rows))
+        a, b = a[swap], b[swap]
+        factors = jnp.where(rows > j, a[:, j] / a[j, j], 0.0)
+        return a - factors[:, None] * a[j][None, :], b - factors * b[j]
+
+    upper, y = jax.lax.fori_loop(0, n, eliminate, (a, b))
+
+    def substitute(k, x):
+        j = n - 1 - k
+        rest = jnp.sum(jnp.where(rows > j, upper[j] * x, 0.0))
+        return x.at[j].set((y[j] - rest) / upper[j, j])
+
+    return jax.lax.fori_loop(0, n, substitute, jnp.zeros_like(b))
+
+
 def linear_feature_baseline(
     obs: jax.Array,
     returns: jax.Array,
@@ -85,8 +120,8 @@ def linear_feature_baseline(
     moment = jnp.einsum("etf,et->f", features, targets, precision=hp)  # [F]
     regs = jnp.asarray(reg_coeff, jnp.float32) * _REG_ESCALATION  # [5]
     systems = gram[None] + regs[:, None, None] * jnp.eye(num_features, dtype=jnp.float32)
-    rhs = jnp.broadcast_to(moment, (regs.shape[0], num_features))[..., None]  # [5, F, 1]
-    weights = jnp.linalg.solve(systems, rhs)[..., 0]  # [5, F]
+    rhs = jnp.broadcast_to(moment, (regs.shape[0], num_features))  # [5, F]
+    weights = jax.vmap(solve_small)(systems, rhs)  # [5, F]
     finite = jnp.all(jnp.isfinite(weights), axis=-1)  # [5]
     chosen = jnp.where(jnp.any(finite), weights[jnp.argmax(finite)], 0.0)
     values = jnp.einsum("etf,f->et", features, chosen, precision=hp)
