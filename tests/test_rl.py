@@ -4,6 +4,8 @@ References are plain Python loops / float64 NumPy; estimator tests compare
 sample means with analytic gradients and Hessians within 5 standard errors.
 """
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -385,3 +387,33 @@ def test_ppo_equals_vpg_at_ratio_one():
         ppo_clip_loss(logp, logp, adv, valid, clip_eps=0.0)
     with pytest.raises(ValueError, match="old_log_prob"):
         ppo_clip_loss(logp, logp[:, :3], adv, valid)
+
+
+def test_solve_small_matches_numpy_pivots_and_flags_singular_systems():
+    from metarl_jax.rl.baselines import solve_small
+
+    rng = np.random.default_rng(0)
+    for n in (1, 4, 12):
+        a = rng.normal(size=(n, n)).astype(np.float32)
+        a = a @ a.T + 0.1 * np.eye(n, dtype=np.float32)
+        b = rng.normal(size=n).astype(np.float32)
+        np.testing.assert_allclose(jax.jit(solve_small)(a, b),
+                                   np.linalg.solve(a.astype(np.float64), b), rtol=2e-4,
+                                   atol=1e-5)
+    swap = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)  # a zero first pivot needs a row swap
+    np.testing.assert_array_equal(solve_small(swap, np.array([2.0, 3.0], np.float32)), [3.0, 2.0])
+    assert not np.isfinite(solve_small(np.zeros((2, 2), np.float32),
+                                       np.ones(2, np.float32))).any()
+    with pytest.raises(ValueError, match="a \\[n, n\\] and b \\[n\\]"):
+        solve_small(np.zeros((2, 3), np.float32), np.ones(2, np.float32))
+
+
+def test_linear_baseline_compiles_without_a_lapack_call():
+    """jaxlib 0.10 runs LAPACK calls on XLA's CPU thread pool and two at once can deadlock
+    a 2-thread pool; the baseline (fitted in every MAML step) must not contain one."""
+    obs = jnp.zeros((3, 5, 2), jnp.float32)
+    returns, valid = jnp.zeros((3, 5), jnp.float32), jnp.ones((3, 5), bool)
+    hlo = jax.jit(jax.vmap(linear_feature_baseline)).lower(
+        obs[None], returns[None], valid[None]).compile().as_text().lower()
+    targets = re.findall(r'custom_call_target="([^"]+)"', hlo)
+    assert not [t for t in targets if "lapack" in t or "getrf" in t], targets
