@@ -269,25 +269,6 @@ class Learner(NamedTuple):
     meta_gradient: Any   # (meta_params, task_params, task_keys, key) -> Estimate
 
 
-def _maml_config(config: Config) -> maml.Config:
-    """The maml.Config whose ``adapt`` is the "pg" operator.
-
-    The possibly-traced fields are set after construction: maml.Config's
-    validators compare them (a tracer cannot be), and ours checked them
-    while they were concrete.
-    """
-    inner = maml.Config(meta_batch_size=config.meta_batch_size,
-                        num_inner_steps=config.num_inner_steps,
-                        inner_episodes=config.inner_episodes, horizon=config.horizon,
-                        normalize_advantages=config.normalize_advantages,
-                        hidden_sizes=tuple(config.hidden_sizes), activation=config.activation,
-                        init_log_std=config.init_log_std, eval_episodes=config.eval_episodes,
-                        outer_optimizer="adam", train_pretrained=False)
-    for name in ("inner_lr", "gamma", "gae_lambda"):
-        object.__setattr__(inner, name, getattr(config, name))
-    return inner
-
-
 def make(config: Config, family, mesh=None) -> Learner:
     """Build the ES-MAML learner for ``family`` (a :class:`metarl_jax.tasks.TaskFamily`)."""
     if not isinstance(config, Config):
@@ -299,7 +280,7 @@ def make(config: Config, family, mesh=None) -> Learner:
                          config.activation, config.init_log_std)
     sample_action = policy_sample_fn(policy)
     obs_shape = env.observation_space(env_params0).shape
-    pg_adapt = maml.make(_maml_config(config), family).adapt
+    pg_adapt = maml.make(maml.inner_step_config(config), family).adapt
 
     def zeroth_order_adapt(policy_params, env_params, key, num_steps, episodes):
         """Curve of the "es" / "hill_climbing" operators; point k is the return of

@@ -157,6 +157,32 @@ class Learner(NamedTuple):
     sample_adaptation: Any  # (meta_params, env_params, key, K) -> (batches, adapted policy), one task
 
 
+def inner_step_config(config, num_inner_steps: int | None = None) -> Config:
+    """The ``Config`` whose inner step another learner borrows (Reptile, ES-MAML).
+
+    ``config`` is that learner's config: it has MAML's rollout, policy and
+    inner-step fields (``meta_batch_size``, ``inner_episodes``, ``horizon``,
+    ``normalize_advantages``, ``hidden_sizes``, ``activation``,
+    ``init_log_std``, ``eval_episodes``, ``inner_lr``, ``gamma``,
+    ``gae_lambda``); ``num_inner_steps`` defaults to its own. The fields a
+    population may trace (``inner_lr``, ``gamma``, ``gae_lambda``) are set
+    after construction: ``Config``'s validators compare them (a tracer cannot
+    be compared), and the borrowing learner checked them while they were
+    concrete.
+    """
+    inner = Config(meta_batch_size=config.meta_batch_size,
+                   num_inner_steps=(config.num_inner_steps if num_inner_steps is None
+                                    else num_inner_steps),
+                   inner_episodes=config.inner_episodes, horizon=config.horizon,
+                   normalize_advantages=config.normalize_advantages,
+                   hidden_sizes=tuple(config.hidden_sizes), activation=config.activation,
+                   init_log_std=config.init_log_std, eval_episodes=config.eval_episodes,
+                   outer_optimizer="adam", train_pretrained=False)
+    for name in ("inner_lr", "gamma", "gae_lambda"):
+        object.__setattr__(inner, name, getattr(config, name))
+    return inner
+
+
 def make(config: Config, family, mesh=None) -> Learner:
     """Build the MAML learner for ``family`` (a :class:`metarl_jax.tasks.TaskFamily`)."""
     if not isinstance(config, Config):

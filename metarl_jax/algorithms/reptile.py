@@ -169,25 +169,6 @@ class Learner(NamedTuple):
     outer_step_size: Any  # step -> eps_t
 
 
-def _maml_config(config: Config, num_inner_steps: int) -> maml.Config:
-    """The maml.Config whose inner step, advantages and rollouts Reptile uses.
-
-    The possibly-traced fields are set after construction (as
-    :func:`metarl_jax.algorithms.es_maml._maml_config` does): maml.Config's
-    validators compare them, and ours checked them while they were concrete.
-    """
-    inner = maml.Config(meta_batch_size=config.meta_batch_size,
-                        num_inner_steps=num_inner_steps,
-                        inner_episodes=config.inner_episodes, horizon=config.horizon,
-                        normalize_advantages=config.normalize_advantages,
-                        hidden_sizes=tuple(config.hidden_sizes), activation=config.activation,
-                        init_log_std=config.init_log_std, eval_episodes=config.eval_episodes,
-                        outer_optimizer="adam", train_pretrained=False)
-    for name in ("inner_lr", "gamma", "gae_lambda"):
-        object.__setattr__(inner, name, getattr(config, name))
-    return inner
-
-
 def make(config: Config, family, mesh=None) -> Learner:
     """Build the Reptile learner for ``family`` (a :class:`metarl_jax.tasks.TaskFamily`)."""
     if not isinstance(config, Config):
@@ -200,8 +181,8 @@ def make(config: Config, family, mesh=None) -> Learner:
     sample_action = policy_sample_fn(policy)
     obs_shape = env.observation_space(env_params0).shape
     num_steps = config.num_inner_steps
-    pg = maml.make(_maml_config(config, num_steps), family)
-    joint = maml.make(_maml_config(config, 0), family)  # its meta-loss is the pooled PG loss
+    pg = maml.make(maml.inner_step_config(config, num_steps), family)
+    joint = maml.make(maml.inner_step_config(config, 0), family)  # its meta-loss is the pooled PG loss
 
     # -- inner adaptation ---------------------------------------------------------------------
 
