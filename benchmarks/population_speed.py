@@ -6,7 +6,10 @@ policy-gradient step, 2x100 ReLU policy, TRPO outer step), and **small**
 (meta-batch 2 x 5 trajectories, 2x64 tanh), where one member's kernels are
 too small to keep the cores busy. Measured on this machine:
 
-1. **16 seeds, one program against 16 runs**, in both settings. The
+1. **16 seeds, one program against 16 runs**, in both settings, with the
+   TRPO outer step and with Adam (under ``vmap`` TRPO's line search runs
+   until every member has accepted a step, and its branches become selects
+   that compute both sides, so Adam isolates what batching costs). The
    population of 16 members (``core.population.make_population``, one
    ``vmap`` over members inside the compiled step) against the same 16 seeds
    run one after another with the plain learner. The sequential side gets its
@@ -141,7 +144,9 @@ def main():
     if any(s < 1 for s in args.sizes):
         parser.error("--sizes must be >= 1")
     family = metarl_jax.make("navigation2d")
-    settings = {"quick": QUICK} if args.quick else {"reference": REFERENCE, "small": SMALL}
+    settings = ({"quick": QUICK} if args.quick else
+                {"reference": REFERENCE, "reference, Adam": dict(REFERENCE, outer_optimizer="adam"),
+                 "small": SMALL, "small, Adam": dict(SMALL, outer_optimizer="adam")})
     comparisons = {}
     for name, fields in settings.items():
         print(f"{name} setting:", flush=True)

@@ -1191,6 +1191,119 @@ def model_based_speed_headline() -> tuple[str, str]:
 
 # -- headline table (README, docs/index.md, docs/results/index.md) ------------------------------
 
+# -- populations --------------------------------------------------------------------------------
+
+POPULATION_FILES = ["population_speed.json", "population_navigation.json"]
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def population_speed_comparison() -> str:
+    data = load("population_speed.json")
+    rows = []
+    for name, c in data["comparisons"].items():
+        cfg = c["config"]
+        seq, pop = c["sequential"], c["population"]
+        rows.append([name, f"{cfg['meta_batch_size']} × {cfg['inner_episodes']} × {cfg['horizon']}",
+                     "×".join(str(h) for h in cfg["hidden_sizes"]) + f" {cfg['activation']}",
+                     _seconds(seq["s_per_iteration_all_seeds"]), f"{seq['compile_s']:.1f}",
+                     _seconds(pop["s_per_iteration"]), f"{pop['compile_s']:.1f}",
+                     f"{c['ratio']:.2f}×"])
+    return (f"{data['seeds']} seeds of MAML, median of {data['repeats']} "
+            f"repeats of {data['iterations_per_repeat']} iteration(s):\n\n" + table(
+                ["setting", "tasks × trajectories × steps", "policy",
+                 f"{data['seeds']} runs: s / iteration (all seeds)", "compile s (once)",
+                 "one population: s / iteration", "compile s", "speed-up"], rows, "lllrrrrr")
+            + "\n\n" + machines([("population_speed.json", data)]))
+
+
+def population_speed_sizes() -> str:
+    data = load("population_speed.json")
+    rows = []
+    for r in data["sizes"]:
+        ref = r.get("reference_peak_bytes")
+        rows.append([str(r["members"]), _seconds(r["s_per_iteration"]),
+                     f"{1000 * r['s_per_member_iteration']:.1f}", f"{r['compile_s']:.1f}",
+                     "—" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 20:,.1f}",
+                     "—" if ref is None else f"{ref / 2 ** 20:,.0f}"])
+    return (f"The {data['sizes_setting']} setting; peak memory is XLA's compiled memory "
+            "analysis (arguments + outputs + temporaries):\n\n" + table(
+                ["members", "s / iteration", "ms per member-iteration", "compile s",
+                 "peak MiB", "peak MiB, reference setting"], rows, "rrrrrr"))
+
+
+def population_navigation_table() -> str:
+    data = load("population_navigation.json")
+    cfg = data["config"]
+    summary = data["summary"]
+    x = summary["x"]
+    rows = []
+    for name, curve in summary["curves"].items():
+        label = name.replace("random_init", "random init")
+        rows.append([label, str(curve["num_seeds"])]
+                    + [pm(m, c) for m, c in zip(curve["mean"], curve["ci95"])])
+    rows.append(["published MAML (Finn et al. 2017)", "—"]
+                + [published(v) for v in data["published"]["maml"]])
+    per_member = []
+    for m in data["per_member"]:
+        curve = m["curves"]["maml"]
+        per_member.append([str(m["seed"]), ", ".join(f"{k}={v:g}" for k, v in m["values"].items()),
+                           "yes" if m["alive"] else "dropped"]
+                          + [num(v) for v in curve["mean"]])
+    return (f"{data['members']} members ({cfg['seeds']} seeds × inner lr "
+            f"{', '.join(f'{v:g}' for v in cfg['inner_lrs'])}) trained in one program for "
+            f"{cfg['iterations']} iterations (meta-batch {cfg['meta_batch_size']}, "
+            f"{thousands(data['env_steps_per_member'])} env steps per member, "
+            f"{minutes(data['train_s'])} min for the whole population); evaluation on "
+            f"{cfg['eval_tasks']} held-out goals, step sizes "
+            f"{', '.join(f'{v:g}' for v in cfg['eval_inner_lrs'])}, every member on the same "
+            "goals and keys. Mean over seeds ± 95% CI over seeds, against inner gradient steps:"
+            "\n\n" + table(["curve", "seeds"] + [f"{summary['xlabel']} = {v}" for v in x], rows,
+                           "lr" + "r" * len(x))
+            + "\n\nEach member's MAML curve (mean over the goals):\n\n"
+            + table(["seed", "values", "alive"] + [str(v) for v in x], per_member,
+                    "lll" + "r" * len(x))
+            + "\n\n" + machines([("population_navigation.json", data)]))
+
+
+def population_headline() -> tuple[str, str]:
+    speed = load("population_speed.json")["comparisons"]
+    nav = load("population_navigation.json")
+    best = max(((n, c) for n, c in nav["summary"]["curves"].items() if n.startswith("maml")),
+               key=lambda item: item[1]["mean"][1])
+    name, curve = best
+    parts = [f"{speed_name} {c['ratio']:.2f}×" for speed_name, c in speed.items()]
+    return (f"16 MAML seeds in one program vs 16 runs on 2 CPU cores: {'; '.join(parts)}; "
+            f"navigation, "
+            f"{curve['num_seeds']} seeds ({name.split('[')[-1].rstrip(']') if '[' in name else 'all'}): "
+            f"{pm(curve['mean'][1], curve['ci95'][1])} after one step",
+            "goal ≥ 3× on 2 cores; published MAML −11.68 after one step")
+
+
+def first_order_headline() -> tuple[str, str]:
+    data = load("first_order_navigation.json")
+    parts = []
+    for run in data["learners"].values():
+        curve = run["curve"]
+        parts.append(f"{run['label']} {pm(curve['mean'][1], curve['ci95'][1])} "
+                     f"({_millions(run['env_steps'])} steps)")
+    return (f"after one step, {num(data['minutes'], 1)} min each: " + "; ".join(parts),
+            "published MAML −11.68 after one step")
+
+
+def ensembles_headline() -> tuple[str, str]:
+    settings = load("ensembles.json")["settings"]
+    parts, refs = [], []
+    for setting in settings.values():
+        hedge, best = setting["test"]["hedge"], setting["test"]["best_member"]
+        uniform = setting["test"]["uniform"]
+        parts.append(f"{setting['setting']}: Hedge {pm(hedge['mean'], hedge['ci95'])}")
+        refs.append(f"best member {num(best['mean'])}, uniform {num(uniform['mean'])}")
+    return "; ".join(parts), "; ".join(refs)
+
+
 HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
     ("MAML, 2D navigation (Finn et al. 2017)", "maml_navigation", "maml_navigation.py",
      maml_navigation_headline),
@@ -1214,6 +1327,11 @@ HEADLINES: list[tuple[str, str, str, Callable[[], tuple[str, str]]]] = [
      model_based_speed_headline),
     ("Off-policy speed vs PyTorch", "offpolicy_speed", "offpolicy_speed.py",
      offpolicy_speed_headline),
+    ("Reptile and ES-MAML beside MAML-TRPO, 2D navigation", "first_order_navigation",
+     "first_order_navigation.py", first_order_headline),
+    ("Populations: 16 seeds in one program", "populations", "population_speed.py",
+     population_headline),
+    ("Performance-weighted ensembles", "ensembles", "ensembles.py", ensembles_headline),
     ("Reference players, Tables 1 and 2", "baselines_tables", "baselines_tables.py",
      baselines_headline),
     ("Environment throughput", "env_throughput", "env_throughput.py", env_throughput_headline),
@@ -1539,6 +1657,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/algorithms/metaq.md", "config", config_table("metaq")),
     ("docs/algorithms/model_based.md", "config", config_table("model_based")),
     ("docs/algorithms/es_maml.md", "config", config_table("es_maml")),
+    ("docs/algorithms/reptile.md", "config", config_table("reptile")),
     results_block("maml_navigation", "summary", maml_navigation_summary, NAV_FILES),
     results_block("maml_navigation", "curves", maml_navigation_curves, NAV_FILES),
     results_block("maml_navigation", "runs", maml_navigation_runs, NAV_FILES),
@@ -1600,6 +1719,12 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
     results_block("first_order_navigation", "curves", first_order_curves, FIRST_ORDER_FILES),
     results_block("first_order_navigation", "runs", first_order_runs, FIRST_ORDER_FILES),
+    results_block("populations", "population-speed", population_speed_comparison,
+                  ["population_speed.json"]),
+    results_block("populations", "population-sizes", population_speed_sizes,
+                  ["population_speed.json"]),
+    results_block("populations", "population-navigation", population_navigation_table,
+                  ["population_navigation.json"]),
     results_block("ensembles", "table", ensembles_table, ENSEMBLE_FILES),
     results_block("ensembles", "members", ensembles_members, ENSEMBLE_FILES),
     results_block("ensembles", "runs", ensembles_runs, ENSEMBLE_FILES),
