@@ -74,3 +74,42 @@ def assert_resumes_exactly(tmp_path):
             np.testing.assert_array_equal(a, b)
 
     return check
+
+
+def run_once_per_session(tmp_path_factory, name, compute, timeout_s=900):
+    """``compute(out_dir)`` once per test session, shared by every xdist worker.
+
+    A module-scoped fixture runs once per *worker* under ``pytest -n 2``, so the
+    expensive subprocess runs of the device tests would run twice. The first
+    worker to claim ``name`` computes into a directory of the session's shared
+    temporary root; the others wait for its ``.done`` marker and read the same
+    files (or fail with its error). Without xdist it simply computes.
+    """
+    import time
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name)
+        compute(out)
+        return out
+    root = tmp_path_factory.getbasetemp().parent  # one per session, shared by the workers
+    out, done = root / name, root / f"{name}.done"
+    try:
+        os.close(os.open(root / f"{name}.lock", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:  # another worker computes it
+        deadline = time.monotonic() + timeout_s
+        while not done.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name}: the worker computing it gave no result in {timeout_s} s")
+            time.sleep(0.5)
+        status = done.read_text()
+        if status != "ok":
+            pytest.fail(f"{name} failed in another worker: {status}")
+        return out
+    out.mkdir()
+    try:
+        compute(out)
+    except BaseException as error:
+        done.write_text(f"{type(error).__name__}: {error}"[:4000] or "failed")
+        raise
+    done.write_text("ok")
+    return out

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_once_per_session
+
 import test_runner as toy
 from metarl_jax.training import train
 from metarl_jax.training.logging import read_csv
@@ -72,14 +74,18 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def four_devices(tmp_path_factory):
-    out = tmp_path_factory.mktemp("devices")
+    out = run_once_per_session(tmp_path_factory, "devices", _run_on_four_devices)
+    return out, json.loads((out / "report.json").read_text())
+
+
+def _run_on_four_devices(out):
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(TESTS_DIR), str(out),
                            json.dumps(SETTINGS)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out, json.loads(done.stdout.strip().splitlines()[-1])
+    (out / "report.json").write_text(done.stdout.strip().splitlines()[-1])
 
 
 def test_sharded_run_matches_single_device(four_devices, tmp_path):

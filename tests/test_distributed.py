@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_once_per_session
+
 import test_runner as toy
 from metarl_jax.training import load_run
 from metarl_jax.training.logging import read_csv
@@ -64,7 +66,14 @@ def _free_loopback_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("distributed")
+    out = run_once_per_session(tmp_path_factory, "distributed", _launch)
+    reports = {name: [json.loads((out / name / f"process{i}.json").read_text())
+                      for i, _, _ in specs] for name, specs in RUNS.items()}
+    return out, reports
+
+
+def _launch(out):
+    """Start every run's processes at once and wait for them (each within TIMEOUT_S)."""
     port = _free_loopback_port()
     # inherit the compilation cache settings (conftest.py), not a distributed setup
     env = {k: v for k, v in os.environ.items()
@@ -101,9 +110,6 @@ def runs(tmp_path_factory):
         tails = [f"--- {p.relative_to(out)}\n" + p.read_text()[-2000:]
                  for p in sorted(out.glob("*/log*.txt"))]
         pytest.fail("; ".join(failures) + "\n" + "\n".join(tails))
-    reports = {name: [json.loads((out / name / f"process{i}.json").read_text())
-                      for i, _, _ in specs] for name, specs in RUNS.items()}
-    return out, reports
 
 
 def _assert_metrics_close(a, b, rtol, atol=1e-6, what=""):
