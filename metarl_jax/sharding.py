@@ -37,7 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 TASK_AXIS = "tasks"
-MEMBER_AXIS = "members"  # same name as metarl_jax.core.population.MEMBER_AXIS
+MEMBER_AXIS = "members"
 
 
 def task_mesh(devices=None) -> Mesh:

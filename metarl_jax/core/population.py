@@ -32,9 +32,9 @@ import jax.numpy as jnp
 from flax import struct
 
 from metarl_jax.core.curves import AdaptationCurves
-from metarl_jax.utils import check_int_at_least
+from metarl_jax.sharding import MEMBER_AXIS
+from metarl_jax.utils import check_int_at_least, tree_all_finite
 
-MEMBER_AXIS = "members"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,12 +150,6 @@ class PopulationLearner(NamedTuple):
     member_state: Any
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def make_population(module, config, family, members: Sequence[Member], mesh=None
                     ) -> PopulationLearner:
     """Build the population learner of ``module`` (an algorithm module) for ``members``.
@@ -211,7 +205,7 @@ def make_population(module, config, family, members: Sequence[Member], mesh=None
     def update(state: PopulationState, keys):
         def one(v, s, k, alive):
             new, metrics = member(v).update(s, k)
-            ok = alive & _all_finite(new) & _all_finite(metrics)
+            ok = alive & tree_all_finite(new) & tree_all_finite(metrics)
             # a member that went non-finite keeps its last finite state
             new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s)
             return new, metrics, ok

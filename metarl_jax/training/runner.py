@@ -58,7 +58,7 @@ from metarl_jax.sharding import (MEMBER_AXIS, TASK_AXIS, check_divisible, popula
                                  replicate, shard_members, sync_processes, task_mesh, to_host)
 from metarl_jax.training.checkpoint import Checkpointer
 from metarl_jax.training.config import config_from_dict, config_to_dict, rename_fields
-from metarl_jax.utils import check_int_at_least
+from metarl_jax.utils import check_int_at_least, tree_all_finite
 from metarl_jax.training.logging import (RunLogger, eval_row, flatten_metrics, read_csv,
                                          summarize_curves, summarize_population,
                                          truncate_csv, write_json)
@@ -250,13 +250,6 @@ def _devices(mesh) -> dict[str, Any]:
             "task_mesh": None if mesh is None else int(mesh.shape[TASK_AXIS]),
             "member_mesh": (int(mesh.shape[MEMBER_AXIS]) if mesh is not None
                             and MEMBER_AXIS in mesh.shape else None)}
-
-
-def _tree_all_finite(tree: Any) -> jax.Array:
-    """Scalar bool: every inexact leaf of ``tree`` is finite."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 # -- evaluation -------------------------------------------------------------------
@@ -578,8 +571,8 @@ def _build(module, config, family, seed: int, members, mesh):
     keys = [run_keys(m.seed) for m in members]
     init_keys = jnp.stack([k[0] for k in keys])
     train_keys = jnp.stack([k[1] for k in keys])
-    place = (shard_members if mesh is not None and MEMBER_AXIS in mesh.shape else replicate)
-    return learner, place(learner.init(init_keys), mesh), place(train_keys, mesh)
+    # split over the mesh's members axis; replicated on a tasks-only mesh
+    return learner, shard_members(learner.init(init_keys), mesh), shard_members(train_keys, mesh)
 
 
 def _fold_in(key: jax.Array, iteration) -> jax.Array:
@@ -602,7 +595,7 @@ def _compile_chunk(learner, state, train_key, iterations_per_call: int, mesh):
             state, metrics = learner.update(state, _fold_in(train_key, iteration))
             # a population freezes a non-finite member itself and says so in ``alive``
             finite = (state.alive if isinstance(learner, PopulationLearner)
-                      else _tree_all_finite(state))
+                      else tree_all_finite(state))
             return state, (metrics, finite)
 
         iterations = first_iteration + jnp.arange(iterations_per_call, dtype=jnp.int32)

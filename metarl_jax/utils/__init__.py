@@ -1,6 +1,6 @@
 """Helpers any layer may import: pytree arithmetic and config validators."""
 
-from metarl_jax.utils.tree import tree_axpy, tree_vdot
+from metarl_jax.utils.tree import tree_all_finite, tree_axpy, tree_vdot
 from metarl_jax.utils.validators import (
     check_bool,
     check_choice,
@@ -21,6 +21,7 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "check_positive_int_tuple",
+    "tree_all_finite",
     "tree_axpy",
     "tree_vdot",
 ]

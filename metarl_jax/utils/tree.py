@@ -22,3 +22,10 @@ def tree_vdot(a: Any, b: Any) -> jax.Array:
     """``sum_i <a_i, b_i>`` over the leaves, a float32 scalar."""
     leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.sum(x * y), a, b))
     return sum(leaves, jnp.zeros((), jnp.float32))
+
+
+def tree_all_finite(tree: Any) -> jax.Array:
+    """Scalar bool: every inexact (float or complex) leaf of ``tree`` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
