@@ -368,9 +368,6 @@ def prepare(ensemble: Ensemble, params: tuple, task_params, key: jax.Array) -> t
     """What each member acts with on a task batch (leading task axis): MAML members'
     adapted policy params (every member adapts to task ``b`` from the same key,
     common random numbers), RL² members' params unchanged (no task axis).
-
-    The host runs :func:`adapt_member` one member at a time instead (see
-    :mod:`metarl_jax.training.ensemble` for why); the results are the same.
     """
     if ensemble.kind == "rl2":
         return params

@@ -160,22 +160,12 @@ def evaluate_ensemble(ensemble: ensembles.Ensemble, *, num_tasks: int = 100,
 
     table = jax.jit(partial(ensembles.returns_table, ensemble), static_argnums=(4,))
     online = jax.jit(partial(ensembles.online_scores, ensemble), static_argnums=(5,))
-    adapt = [jax.jit(partial(ensembles.adapt_member, learner)) for learner in ensemble.learners]
+    # what each member acts with on a task batch: MAML members adapted, RL² members as they are
+    prepare = jax.jit(partial(ensembles.prepare, ensemble))
 
     def acting_for(tasks, key):
-        """:func:`~metarl_jax.algorithms.ensembles.prepare`, one member per program.
+        return prepare(ensemble.params, tasks, key)
 
-        MAML's adaptation fits its linear baseline with jaxlib's batched LU, which
-        waits for the CPU thread pool it runs on; two running at once (two members'
-        adaptations in one program, or two programs) wedged a 2-core machine, every
-        thread idle and the result never ready. One member at a time, finished before
-        the next starts, and no LU in the programs that play.
-        """
-        if ensemble.kind == "rl2":
-            return ensemble.params
-        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-        return tuple(jax.block_until_ready(fn(p, tasks, keys))
-                     for fn, p in zip(adapt, ensemble.params))
     grid_size = len(etas) if etas is not None else len(ensembles.DEFAULT_ETA_SPREADS) + 2
     # every call plays the same number of weight rows: one compilation serves all three
     rows = max(num_members, grid_size, num_members + 3)
