@@ -22,6 +22,15 @@ Usage::
     python benchmarks/varibad_gridnavi.py [--minutes 12] [--size 5]
     python benchmarks/varibad_gridnavi.py --quick     # a 3 x 3 grid, about a minute
     python benchmarks/varibad_gridnavi.py --reuse-runs  # evaluate the last runs again
+    # attempt 2: the reference's batch shape and VAE buffer, at attempt 1's env steps,
+    # beside attempt 1's RL² (same goals, same keys)
+    python benchmarks/varibad_gridnavi.py --variant buffer --env-steps 29306880 --skip-rl2
+
+``--variant buffer`` is the reference repository's GridNavi shape where ours
+differed: 16 trials per iteration (its 16 processes x 60 steps), the VAE
+trained on 25 trials per step drawn from a buffer of past trials (10,000 here,
+100,000 there), entropy 0.1. Its rows are stored beside the default's
+(``varibad_buffer``), so both attempts stay on the page.
 """
 
 from __future__ import annotations
@@ -44,7 +53,13 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PLAYERS = ("random", "belief_greedy", "bayes_optimal", "known_goal")
 
 
-def varibad_config(quick: bool) -> varibad.Config:
+VARIANTS = ("default", "buffer")
+
+
+def varibad_config(quick: bool, variant: str = "default") -> varibad.Config:
+    if variant == "buffer":
+        return varibad.Config(meta_batch_size=16, vae_buffer_trials=10_000, vae_batch_trials=25,
+                              entropy_coef=0.1)
     return varibad.Config(meta_batch_size=64)
 
 
@@ -72,6 +87,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="3 x 3 grid, 6-step episodes")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--variant", choices=VARIANTS, default="default",
+                        help="VariBAD's settings (module docstring)")
+    parser.add_argument("--env-steps", type=float, default=None,
+                        help="train VariBAD for this many env steps (--minutes still caps it)")
+    parser.add_argument("--skip-rl2", action="store_true",
+                        help="keep the recorded RL² run instead of training RL² again")
     parser.add_argument("--reuse-runs", action="store_true",
                         help="evaluate the runs the last invocation trained (same flags) "
                              "instead of training again; training records are kept")
@@ -93,30 +114,48 @@ def main(argv=None) -> dict:
             num_episodes=episodes)))
     exact = gridnavi.bayes_optimal_plan(args.size, args.episode_length, episodes)
 
-    vb_config, r_config = varibad_config(args.quick), rl2_config(args.quick)
+    vb_config, r_config = varibad_config(args.quick, args.variant), rl2_config(args.quick)
+    vb_name = "varibad" if args.variant == "default" else f"varibad_{args.variant}"
+    recorded = read_json(out, {})
+    learners = ((vb_name, varibad, vb_config),) + (() if args.skip_rl2 else
+                                                   (("rl2", rl2, r_config),))
+    if args.skip_rl2 and "rl2" not in recorded.get("training", {}):
+        raise SystemExit(f"--skip-rl2: {out} has no recorded RL² run")
     if args.reuse_runs:
-        records = read_json(out)["training"]
-        states = {name: load_run(scratch / name).state for name in ("varibad", "rl2")}
+        records = dict(recorded["training"])
+        states = {name: load_run(scratch / name).state for name, _, _ in learners}
     else:
-        records, states = {}, {}
-        vb = train_rl2(vb_config, "gridnavi", args.iterations, args.minutes, args.seed,
-                       run_dir=scratch / "varibad", family_options=options,
+        records, states = dict(recorded.get("training", {})), {}
+        iterations = args.iterations
+        if args.env_steps is not None:
+            per_iteration = vb_config.meta_batch_size * episodes * args.episode_length
+            iterations = max(1, round(args.env_steps / per_iteration))
+        vb = train_rl2(vb_config, "gridnavi", iterations, args.minutes, args.seed,
+                       run_dir=scratch / vb_name, family_options=options,
                        algorithm="varibad")
-        steps_per_iteration = vb_config.meta_batch_size * episodes * args.episode_length
-        rl = train_rl2(r_config, "gridnavi", max(1, round(vb.env_steps / steps_per_iteration)),
-                       None, args.seed, run_dir=scratch / "rl2", family_options=options)
-        for name, trained, config in (("varibad", vb, vb_config), ("rl2", rl, r_config)):
+        trained_runs = [(vb_name, vb, vb_config)]
+        if not args.skip_rl2:
+            steps_per_iteration = r_config.meta_batch_size * episodes * args.episode_length
+            rl = train_rl2(r_config, "gridnavi",
+                           max(1, round(vb.env_steps / steps_per_iteration)),
+                           None, args.seed, run_dir=scratch / "rl2", family_options=options)
+            trained_runs.append(("rl2", rl, r_config))
+        for name, trained, config in trained_runs:
             states[name] = trained.state
             records[name] = {
                 "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
                 "iterations": trained.iterations, "env_steps": trained.env_steps,
                 "train_s": trained.train_s, "compile_s": trained.compile_s,
                 "env_steps_per_s": trained.env_steps / max(trained.train_s, 1e-9)}
-    for name, module, config in (("varibad", varibad, vb_config), ("rl2", rl2, r_config)):
+    if args.skip_rl2:   # the recorded RL² rows: the same goals and keys (same seed and flags)
+        rows.update({k: v for k, v in recorded["returns"].items() if k.startswith("rl2")})
+    for name, module, config in learners:
         for policy, suffix in (("sample", ""), ("mode", "_mode")):
             learner = module.make(dataclasses.replace(config, eval_policy=policy), family)
             curve = jax.jit(learner.evaluate)(states[name], goals, eval_key)
-            rows[name + suffix] = summary(np.asarray(curve[name]))
+            rows[name + suffix] = summary(np.asarray(curve[name.split("_")[0]]))
+    # the other variants' rows stay (each attempt keeps its record)
+    rows = {**{k: v for k, v in recorded.get("returns", {}).items() if k not in rows}, **rows}
     result = {
         "setting": {"size": args.size, "episode_length": args.episode_length,
                     "trial_episodes": episodes, "instances": args.instances,
@@ -124,7 +163,9 @@ def main(argv=None) -> dict:
         "bayes_optimal_exact": exact.value,
         "returns": rows,
         "training": records,
-        "varibad_fraction_of_bayes_optimal": rows["varibad"]["trial"]["mean"] / exact.value,
+        "varibad_fraction_of_bayes_optimal": {
+            name: row["trial"]["mean"] / exact.value for name, row in rows.items()
+            if name.startswith("varibad")},
         "reference_budget_frames": 2e7,
         "machine": machine_description(),
         "quick": args.quick,

@@ -385,7 +385,18 @@ def test_varibad_gridnavi_trains_both_learners_at_equal_env_steps(tmp_path):
                          "varibad_mode", "rl2", "rl2_mode"}
     assert all(len(row["per_episode"]) == 4 for row in rows.values())
     assert result["bayes_optimal_exact"] == pytest.approx(14.76)
-    assert json.loads(out.read_text())["setting"]["size"] == 3
+    first = json.loads(out.read_text())
+    assert first["setting"]["size"] == 3
+    # a second attempt with other settings keeps the first's rows and its RL² run
+    again = bench.main(["--quick", "--variant", "buffer", "--env-steps", str(3 * 64 * 4 * 6),
+                        "--skip-rl2", "--instances", "16", "--out", str(out)])
+    assert again["training"]["varibad_buffer"]["iterations"] == 12   # 16 trials an iteration
+    assert again["training"]["varibad_buffer"]["env_steps"] == training["rl2"]["env_steps"]
+    assert again["training"]["rl2"] == first["training"]["rl2"]
+    assert again["returns"]["rl2"] == first["returns"]["rl2"]
+    assert again["returns"]["varibad"] == first["returns"]["varibad"]
+    assert {"varibad_buffer", "varibad_buffer_mode"} <= set(again["returns"])
+    assert again["training"]["varibad_buffer"]["config"]["vae_buffer_trials"] == 10_000
 
 
 def test_pearl_navigation_records_return_against_env_steps_beside_maml(tmp_path):

@@ -124,6 +124,7 @@ def test_decoder_kinds():
     ("encoder_hidden_size", -1, "encoder_hidden_size"), ("state_embed", -1, "state_embed"),
     ("reward_decoder", "gaussian", "reward_decoder"), ("elbo_terms", 0, "elbo_terms"),
     ("vae_batch_trials", 100, "vae_batch_trials"), ("policy_activation", "gelu", "activation"),
+    ("vae_buffer_trials", -1, "vae_buffer_trials"), ("vae_buffer_trials", 4, "smaller than"),
 ])
 def test_bad_config_is_rejected(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -151,6 +152,39 @@ def test_runs_on_every_advertised_family_without_retracing():
         curve = learner.evaluate(state, family.sample(jax.random.PRNGKey(9), 4, "test"),
                                  jax.random.PRNGKey(1))
         assert np.asarray(curve["varibad"]).shape == (4, 2)
+
+
+def test_vae_buffer_keeps_the_last_trials_in_order_and_feeds_the_vae():
+    family = small_gridnavi()
+    learner = varibad.make(tiny(vae_buffer_trials=20, vae_batch_trials=12), family)
+    update = jax.jit(learner.update)
+    state = learner.init(jax.random.PRNGKey(0))
+    trials = []
+    for i in range(3):   # 24 trials into a ring of 20: the first 4 are overwritten
+        key = jax.random.PRNGKey(i)
+        task_key, trial_key, _, _ = jax.random.split(key, 4)
+        batch = learner.run_trials(state.params, family.sample(task_key, 8, "train"),
+                                   trial_key, learner.config.trial_episodes)
+        trials.append(np.asarray(batch.flat(batch.inputs)))
+        state, _ = update(state, key)
+    stored = np.asarray(state.vae_buffer.data[0][0])
+    expected = np.concatenate(trials)[4:]           # oldest first, from slot position on
+    position = int(state.vae_buffer.position[0])
+    np.testing.assert_array_equal(np.roll(stored, -position, axis=0), expected)
+    assert int(state.vae_buffer.size[0]) == 20
+    # the VAE steps read the buffer: emptying it except for one poisoned trial changes them
+    poisoned = state.vae_buffer.replace(
+        data=(state.vae_buffer.data[0].at[0, :].set(1e3), state.vae_buffer.data[1]))
+    _, clean = update(state, jax.random.PRNGKey(7))
+    _, dirty = update(state.replace(vae_buffer=poisoned), jax.random.PRNGKey(7))
+    assert float(clean["vae_loss"]) != float(dirty["vae_loss"])
+    assert float(clean["policy_loss"]) == float(dirty["policy_loss"])
+
+
+def test_runner_resumes_exactly_with_the_vae_buffer(assert_resumes_exactly):
+    assert_resumes_exactly("varibad", dataclasses.asdict(tiny(vae_buffer_trials=16)),
+                           "gridnavi", family_options={"size": 3, "episode_length": 6},
+                           eval_num_tasks=4)
 
 
 def test_runner_trains_and_evaluates_varibad(tmp_path):

@@ -29,13 +29,17 @@ One ``update(state, key)`` is one iteration:
 3. ``num_epochs`` epochs of PPO on minibatches of steps (the policy is
    feed-forward given the belief), with GAE over whole trials as RL²;
 4. ``vae_updates`` Adam steps on the negative ELBO of ``vae_batch_trials``
-   trials of this iteration, at ``elbo_terms`` random times ``t`` (all with
-   ``None``), each decoding every reward of the trial.
+   trials, at ``elbo_terms`` random times ``t`` (all with ``None``), each
+   decoding every reward of the trial. The trials are this iteration's, or,
+   with ``vae_buffer_trials > 0``, drawn uniformly from a ring buffer of the
+   last ``vae_buffer_trials`` trials (the reference's VAE buffer; it is part
+   of the state, so checkpoints and resume cover it).
 
 Differences from the reference code, each a choice: PPO (the shared
 :func:`~metarl_jax.rl.ppo.ppo_update`) instead of its GridNavi A2C; the VAE
-trains on this iteration's trials instead of a buffer of the last 100,000
-trajectories; the trial's last transition is not a decoding target (each
+buffer is off by default (the reference keeps the last 100,000 trajectories;
+here ``vae_buffer_trials`` sets it, and its size goes into every checkpoint);
+the trial's last transition is not a decoding target (each
 transition reaches the learner in the next step's input, and the trial has
 no step after its last); the first posterior is the encoder's output on the
 trial-start (all-zero) input rather than the output layer on a zero hidden
@@ -66,6 +70,7 @@ from metarl_jax.core.rollout import (MetaInputs, TrialBatch, episode_horizon, ep
 from metarl_jax.envs.gridnavi import GridNavi
 from metarl_jax.nn.mlp import ACTIVATIONS
 from metarl_jax.nn.spaces import action_spec
+from metarl_jax.rl import replay
 from metarl_jax.nn.vae import (BeliefEncoder, BeliefPolicy, MultiHeadRewardDecoder,
                                RewardDecoder, StateDecoder, encode_sequence, gaussian_kl)
 from metarl_jax.rl.losses import actor_critic_ppo_loss
@@ -111,7 +116,8 @@ class Config:
     kl_weight: float = 1.0             # weight of KL(q_t || q_{t-1}) in the negative ELBO
     elbo_terms: int | None = None      # times t per trial at which the ELBO is taken; None: all
     vae_updates: int = 3               # Adam steps on the ELBO per iteration
-    vae_batch_trials: int | None = None  # trials per VAE step; None: all of the iteration's
+    vae_batch_trials: int | None = None  # trials per VAE step; None: meta_batch_size
+    vae_buffer_trials: int = 0         # trials the VAE buffer keeps (0: no buffer, this iteration's)
     vae_learning_rate: float = 1e-3
     num_epochs: int = 2                # PPO epochs per iteration
     num_minibatches: int = 4           # PPO minibatches (of steps) per epoch
@@ -137,6 +143,10 @@ class Config:
                                  f"got {value!r}")
         for name in ("policy_hidden_sizes", "decoder_hidden_sizes"):
             check_positive_int_tuple(name, getattr(self, name))
+        if (isinstance(self.vae_buffer_trials, bool) or not isinstance(self.vae_buffer_trials, int)
+                or self.vae_buffer_trials < 0):
+            raise ValueError(f"vae_buffer_trials must be an integer >= 0 (0: no buffer), "
+                             f"got {self.vae_buffer_trials!r}")
         for name in ("horizon", "elbo_terms", "vae_batch_trials", "eval_episodes"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
@@ -151,19 +161,27 @@ class Config:
         check_choice("policy_activation", self.policy_activation, tuple(ACTIVATIONS))
         check_choice("reward_decoder", self.reward_decoder, REWARD_DECODERS)
         check_choice("eval_policy", self.eval_policy, EVAL_POLICIES)
-        if self.vae_batch_trials is not None and self.vae_batch_trials > self.meta_batch_size:
+        if self.vae_buffer_trials:
+            if self.vae_buffer_trials < self.meta_batch_size:
+                raise ValueError(f"vae_buffer_trials={self.vae_buffer_trials} is smaller than the "
+                                 f"meta_batch_size={self.meta_batch_size} trials one iteration "
+                                 "adds to it")
+        elif self.vae_batch_trials is not None and self.vae_batch_trials > self.meta_batch_size:
             raise ValueError(f"vae_batch_trials={self.vae_batch_trials} exceeds the "
-                             f"meta_batch_size={self.meta_batch_size} trials of an iteration")
+                             f"meta_batch_size={self.meta_batch_size} trials of an iteration "
+                             "(set vae_buffer_trials to draw from earlier iterations too)")
 
 
 @struct.dataclass
 class VariBADState:
-    """Learner state: ``params = {"encoder", "decoder", "policy"}``, the two Adam states, step."""
+    """Learner state: ``params = {"encoder", "decoder", "policy"}``, the two Adam states, step,
+    and the VAE's buffer of past trials (``None`` without one, so older checkpoints load)."""
 
     params: Any
     policy_opt_state: Any
     vae_opt_state: Any
     step: jax.Array
+    vae_buffer: Any = None
 
 
 class Learner(NamedTuple):
@@ -326,15 +344,20 @@ def make(config: Config, family, mesh=None) -> Learner:
         loss = masked_mean(reconstruction + config.kl_weight * kl[:, times], valid[:, times])
         return loss, aux
 
-    def vae_steps(vae_params, opt_state, inputs, valid, key):
-        """``vae_updates`` Adam steps on :func:`vae_loss`, each on ``vae_batch_trials`` trials."""
+    def vae_steps(vae_params, opt_state, inputs, valid, buffer, key):
+        """``vae_updates`` Adam steps on :func:`vae_loss`, each on ``vae_batch_trials`` trials
+        of this iteration (``buffer`` None) or of the buffer (drawn with replacement)."""
         grad_fn = jax.value_and_grad(vae_loss, has_aux=True)
         num_trials = valid.shape[0]
 
         def one(carry, step_key):
             vae_params, opt_state = carry
             pick_key, loss_key = jax.random.split(step_key)
-            if config.vae_batch_trials is None:
+            if buffer is not None:
+                drawn = replay.sample(buffer, pick_key, jnp.zeros((1,), jnp.int32),
+                                      config.vae_batch_trials or config.meta_batch_size)
+                batch = jax.tree.map(lambda x: x[0], drawn)
+            elif config.vae_batch_trials is None:
                 batch = (inputs, valid)
             else:
                 rows = jax.random.choice(pick_key, num_trials, (config.vae_batch_trials,),
@@ -374,8 +397,14 @@ def make(config: Config, family, mesh=None) -> Learner:
             params["state_decoder"] = state_decoder.init(
                 keys[3], jnp.zeros((latent + obs_dim + a_dim,), jnp.float32))
         vae, policy_params = split_params(params)
+        buffer = None
+        if config.vae_buffer_trials:   # one ring of whole trials (a task axis of one)
+            trial = (jnp.zeros((trial_steps, input_dim), jnp.float32),
+                     jnp.zeros((trial_steps,), bool))
+            buffer = replay.init(trial, 1, config.vae_buffer_trials)
         return VariBADState(params=params, policy_opt_state=policy_optimizer.init(policy_params),
-                            vae_opt_state=vae_optimizer.init(vae), step=jnp.zeros((), jnp.int32))
+                            vae_opt_state=vae_optimizer.init(vae), step=jnp.zeros((), jnp.int32),
+                            vae_buffer=buffer)
 
     def update(state: VariBADState, key: jax.Array):
         """One iteration: trials, PPO on the stopped beliefs, VAE steps (pure, jit-able)."""
@@ -398,8 +427,12 @@ def make(config: Config, family, mesh=None) -> Learner:
         policy_params, policy_opt_state, (_, policy_aux) = ppo_update(
             policy_loss, policy_optimizer, policy_params, state.policy_opt_state, data, ppo_key,
             num_epochs=config.num_epochs, num_minibatches=config.num_minibatches)
+        buffer = state.vae_buffer
+        if buffer is not None:
+            buffer = replay.add(buffer, jnp.zeros((1,), jnp.int32),
+                                (inputs[None], valid[None].astype(bool)))
         vae_params, vae_opt_state, vae_aux = vae_steps(vae_params, state.vae_opt_state,
-                                                       inputs, valid, vae_key)
+                                                       inputs, valid, buffer, vae_key)
         per_episode = episode_returns(trials, config.trial_episodes)
         metrics = {
             "mean_trial_return": jnp.mean(jnp.sum(per_episode, axis=1)),
@@ -412,7 +445,8 @@ def make(config: Config, family, mesh=None) -> Learner:
         metrics = {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
         params = {**vae_params, "policy": policy_params}
         return VariBADState(params=params, policy_opt_state=policy_opt_state,
-                            vae_opt_state=vae_opt_state, step=state.step + 1), metrics
+                            vae_opt_state=vae_opt_state, step=state.step + 1,
+                            vae_buffer=buffer), metrics
 
     def evaluate(state: VariBADState, task_params, key: jax.Array,
                  num_steps: int | None = None) -> AdaptationCurves:
