@@ -13,6 +13,8 @@ Families (dynamics redrawn every ``change_every`` steps of an episode):
 
 * ``pendulum``: Pendulum-v1 whose mass and length jump every 50 steps
   (4 pieces per 200-step episode); planning on the **learned** reward.
+* ``pendulum-wide``: the same with mass, length and gravity redrawn every 25
+  steps from wider ranges (m, l ~ U[0.4, 1.6], g ~ U[4, 16]; ood above them).
 * ``navigation2d``: MAML's point robot with one velocity axis crippled
   (scale U(0, 0.5); ood: reversed) from step 25 on, redrawn every 25 steps;
   planning on the **known** reward (the goal is the task, as in the
@@ -44,6 +46,12 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FAMILIES = {
     "pendulum": {"options": {"change_every": 50}, "reward": "learned", "horizon": 15},
     "navigation2d": {"options": {"change_every": 25}, "reward": "known", "horizon": 10},
+    # wider pieces that change twice as often: mass, length *and* gravity, so that one
+    # model fitted to every piece is further from each (the ordering's second attempt)
+    "pendulum-wide": {"family": "pendulum", "reward": "learned", "horizon": 15,
+                      "options": {"change_every": 25, "ranges": {
+                          "train": {"m": (0.4, 1.6), "l": (0.4, 1.6), "g": (4.0, 16.0)},
+                          "ood": {"m": (1.6, 2.0), "l": (1.6, 2.0), "g": (16.0, 20.0)}}}},
 }
 LEARNERS = {"mb": dict(adaptation="none"), "mb_de": dict(adaptation="finetune"),
             "grbal": dict(adaptation="gradient"), "rebal": dict(adaptation="recurrent"),
@@ -124,11 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.eval_every, args.eval_tasks = 2, 1, 3
-    out = args.out or os.path.join(RESULTS, f"model_based_{args.family}.json")
+    out = args.out or os.path.join(
+        RESULTS, f"model_based_{args.family.replace('-', '_')}.json")
     options = dict(FAMILIES[args.family]["options"])
     if args.quick:
         options = {"max_steps_in_episode": 20, "change_every": 10}
-    family = metarl_jax.make(args.family, **options)
+    family = metarl_jax.make(FAMILIES[args.family].get("family", args.family), **options)
     tasks = {split: family.sample(jax.random.PRNGKey(args.seed + 1), args.eval_tasks, split)
              for split in ("test", "ood")}
     result = {"family": args.family, "family_options": options,

@@ -13,6 +13,13 @@ JSON holds both curves on one axis of real environment steps. Results:
     python benchmarks/pearl_navigation.py [--family navigation2d] [--minutes 15]
     python benchmarks/pearl_navigation.py --family point-robot-sparse --minutes 10
     python benchmarks/pearl_navigation.py --quick          # a smoke run (tests)
+    python benchmarks/pearl_navigation.py --family point-robot --maml-only   # MAML beside it
+
+On other families than navigation2d, ``--maml-only`` trains MAML-TRPO there
+(the settings of ``maml_navigation.py``: 20 tasks x 20 episodes per
+iteration, one inner step of 0.1, 100-100 ReLU policy, TRPO) for
+``--maml-iterations`` iterations and records its held-out return before and
+after adaptation on the same tasks, with the env steps it used.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import jax
 import numpy as np
 
 import metarl_jax
-from metarl_jax.algorithms import pearl, rl2
-from metarl_jax.training.report import (machine_metadata, mean_and_ci95, read_json,
-                                        update_json)
+from metarl_jax.algorithms import maml, pearl, rl2
+from metarl_jax.core.rollout import episode_horizon
+from metarl_jax.training.report import (machine_metadata, maml_navigation_reference,
+                                        mean_and_ci95, read_json, update_json)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -56,20 +64,6 @@ def config(family: str, quick: bool) -> pearl.Config:
     return pearl.Config(**fields)
 
 
-def maml_reference() -> dict | None:
-    """MAML-TRPO on navigation2d from its results JSON, with the env steps it used."""
-    data = read_json(os.path.join(RESULTS, "maml_navigation.json"))
-    if not data:
-        return None
-    cfg = data["config"]
-    steps = (data["iterations"] * cfg["meta_batch_size"] * cfg["inner_episodes"]
-             * cfg["horizon"] * (cfg["num_inner_steps"] + 1))
-    curve = data["curves"]["maml"]
-    return {"env_steps": steps, "return_by_inner_step": curve,
-            "best_after_adaptation": max(curve["mean"][1:]),
-            "source": "benchmarks/results/maml_navigation.json"}
-
-
 def rl2_equal_steps(family, recorded: dict, seed: int, quick: bool) -> dict:
     """RL² (GRU 64, 64 trials of 3 episodes per iteration) trained with the recorded
     PEARL run's env steps, on the same held-out tasks: return per episode of a trial."""
@@ -90,6 +84,36 @@ def rl2_equal_steps(family, recorded: dict, seed: int, quick: bool) -> dict:
             "wall_s": time.perf_counter() - tick, "rl2": mean_and_ci95(curve)}
 
 
+def maml_same_family(family, recorded: dict, iterations: int, seed: int, quick: bool) -> dict:
+    """MAML-TRPO trained on ``family`` and evaluated on the recorded run's held-out tasks:
+    return before and after each inner step, against the env steps it trained on."""
+    cfg = maml.Config(meta_batch_size=20, num_inner_steps=1, inner_lr=0.1, inner_episodes=20,
+                      horizon=episode_horizon(family, recorded["config"]["horizon"] or None,
+                                              "MAML"),
+                      hidden_sizes=(100, 100), outer_optimizer="trpo", eval_episodes=40)
+    if quick:
+        cfg = dataclasses.replace(cfg, meta_batch_size=2, inner_episodes=2, hidden_sizes=(8,),
+                                  eval_episodes=2)
+    learner = maml.make(cfg, family)
+    state = learner.init(jax.random.PRNGKey(seed))
+    update = jax.jit(learner.update)
+    tick = time.perf_counter()
+    for iteration in range(iterations):
+        state, _ = update(state, jax.random.fold_in(jax.random.PRNGKey(seed), iteration))
+    jax.block_until_ready(state)
+    train_s = time.perf_counter() - tick
+    tasks = family.sample(jax.random.PRNGKey(seed + 1), recorded["eval_tasks"], "test")
+    curve = np.asarray(jax.jit(learner.evaluate)(state, tasks, jax.random.PRNGKey(seed + 2))
+                       ["maml"])
+    # every iteration plays inner_episodes episodes per task before and after each step
+    steps = (iterations * cfg.meta_batch_size * cfg.inner_episodes
+             * episode_horizon(family, cfg.horizon, "MAML") * (cfg.num_inner_steps + 1))
+    stats = mean_and_ci95(curve)
+    return {"config": dataclasses.asdict(cfg), "iterations": iterations, "env_steps": steps,
+            "train_s": train_s, "return_by_inner_step": stats,
+            "best_after_adaptation": max(stats["mean"][1:])}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="navigation2d")
@@ -101,6 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rl2-only", action="store_true",
                         help="train RL² with the env steps of the recorded PEARL run in the "
                              "results JSON and add it there (PEARL is not re-run)")
+    parser.add_argument("--maml-only", action="store_true",
+                        help="train MAML-TRPO on this family and add it to the results JSON "
+                             "(PEARL is not re-run; navigation2d reads maml_navigation.json)")
+    parser.add_argument("--maml-iterations", type=int, default=200)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     out = args.out or os.path.join(RESULTS, f"pearl_{args.family.replace('-', '_')}.json")
@@ -112,6 +140,14 @@ def main(argv: list[str] | None = None) -> dict:
         # the file's machine and date stay the PEARL run's; RL²'s are in its own entry
         return update_json(out, {"rl2_equal_steps": {
             **rl2_equal_steps(family, recorded, args.seed, args.quick),
+            **machine_metadata()}}, metadata=False)
+    if args.maml_only:
+        recorded = read_json(out)
+        if not recorded:
+            parser.error(f"--maml-only needs a recorded PEARL run in {out}")
+        iterations = 2 if args.quick else args.maml_iterations
+        return update_json(out, {"maml": {
+            **maml_same_family(family, recorded, iterations, args.seed, args.quick),
             **machine_metadata()}}, metadata=False)
     cfg = config(args.family, args.quick)
     learner = pearl.make(cfg, family)
@@ -151,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
               "seconds_per_iteration": train_s / iteration,
               "gradient_steps_per_s": iteration * cfg.num_train_steps / train_s,
               "history": history, "final": history[-1], "quick": args.quick,
-              "maml": maml_reference() if args.family == "navigation2d" else None,
+              # navigation2d: the recorded MAML run; elsewhere --maml-only adds one
+              "maml": (maml_navigation_reference(RESULTS) if args.family == "navigation2d"
+                       else read_json(out, {}).get("maml")),
               **machine_metadata()}
     update_json(out, result)
     print(f"wrote {out}")

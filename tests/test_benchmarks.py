@@ -416,6 +416,21 @@ def test_pearl_navigation_records_return_against_env_steps_beside_maml(tmp_path)
     assert merged["final"] == json.loads(json.dumps(row))
 
 
+def test_pearl_benchmark_trains_maml_on_the_same_family_elsewhere(tmp_path):
+    bench = load_benchmark("pearl_navigation")
+    out = tmp_path / "pearl_point.json"
+    with pytest.raises(SystemExit):   # nothing recorded yet to put MAML beside
+        bench.main(["--quick", "--family", "point-robot", "--maml-only", "--out", str(out)])
+    first = bench.main(["--quick", "--family", "point-robot", "--eval-tasks", "4",
+                        "--out", str(out)])
+    assert first["maml"] is None
+    merged = bench.main(["--quick", "--family", "point-robot", "--maml-only", "--out", str(out)])
+    maml = merged["maml"]
+    assert maml["env_steps"] == 2 * 2 * 2 * 20 * 2   # iterations x tasks x episodes x 20 x 2
+    curve = maml["return_by_inner_step"]["mean"]   # before adapting, then after each step
+    assert len(curve) >= 2 and maml["best_after_adaptation"] == max(curve[1:])
+
+
 def test_metaq_classic_records_metaq_beside_the_per_task_dqn_and_rl2(tmp_path):
     bench = load_benchmark("metaq_classic")
     out = tmp_path / "metaq.json"
@@ -462,3 +477,24 @@ def test_model_based_speed_times_the_control_step(tmp_path):
     result = bench.main(["--quick", "--no-torch", "--out", str(tmp_path / "speed.json")])
     assert [(r["ensemble"], r["envs"]) for r in result["rows"]] == [(1, 1), (5, 1), (1, 2)]
     assert all(r["jax"]["median_s"] > 0 and r["torch"] is None for r in result["rows"])
+
+
+def test_varibad_navigation_trains_both_at_equal_env_steps_and_reads_maml(tmp_path):
+    bench = load_benchmark("varibad_navigation")
+    result = bench.main(["--quick", "--eval-tasks", "4", "--out", str(tmp_path / "nav.json")])
+    runs = result["learners"]
+    assert runs["varibad"]["env_steps"] == runs["rl2"]["env_steps"] == 3 * 4 * 2 * 5
+    for run in runs.values():
+        assert set(run["return_per_episode"]) == {"sample", "mode"}
+        assert len(run["return_per_episode"]["sample"]["mean"]) == 2
+    assert bench.maml_navigation_reference(bench.RESULTS)["env_steps"] > 1e6
+
+
+def test_varibad_speed_times_every_learner(tmp_path):
+    bench = load_benchmark("varibad_speed")
+    result = bench.main(["--quick", "--out", str(tmp_path / "speed.json")])
+    assert set(result["rows"]) == {"gridnavi"}
+    for rows in result["rows"].values():
+        assert set(rows) == {"varibad", "varibad_buffer", "rl2"}
+        for row in rows.values():
+            assert row["env_steps_per_s"] > 0 and row["env_steps_per_iteration"] > 0

@@ -242,6 +242,22 @@ class Progress:
             self.print_fn(self.line(iteration, metrics))
 
 
+def maml_navigation_reference(results_dir: str | Path) -> dict[str, Any] | None:
+    """MAML-TRPO on navigation2d from ``maml_navigation.json`` in ``results_dir``, with the
+    env steps it used (None when the file is absent): what other learners on
+    navigation2d are held against."""
+    data = read_json(Path(results_dir) / "maml_navigation.json")
+    if not data:
+        return None
+    cfg = data["config"]
+    steps = (data["iterations"] * cfg["meta_batch_size"] * cfg["inner_episodes"]
+             * cfg["horizon"] * (cfg["num_inner_steps"] + 1))
+    curve = data["curves"]["maml"]
+    return {"env_steps": steps, "return_by_inner_step": curve,
+            "best_after_adaptation": max(curve["mean"][1:]),
+            "source": "benchmarks/results/maml_navigation.json"}
+
+
 def run_timing(run_dir: str | Path, progress: Progress | None = None) -> dict[str, Any]:
     """Training figures of a finished run, read from its ``timing.csv``.
 
