@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import os
 
 import jax
@@ -146,7 +147,10 @@ def main(argv=None) -> dict:
                 "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
                 "iterations": trained.iterations, "env_steps": trained.env_steps,
                 "train_s": trained.train_s, "compile_s": trained.compile_s,
-                "env_steps_per_s": trained.env_steps / max(trained.train_s, 1e-9)}
+                "env_steps_per_s": trained.env_steps / max(trained.train_s, 1e-9),
+                # each run names its machine: attempts may run on different ones
+                "machine": machine_description(),
+                "date": datetime.datetime.now().isoformat(timespec="seconds")}
     if args.skip_rl2:   # the recorded RL² rows: the same goals and keys (same seed and flags)
         rows.update({k: v for k, v in recorded["returns"].items() if k.startswith("rl2")})
     for name, module, config in learners:
