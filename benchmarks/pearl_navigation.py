@@ -50,6 +50,11 @@ def config(family: str, quick: bool) -> pearl.Config:
                   num_train_steps=500, meta_batch_size=16, batch_size=64,
                   context_batch_size=64, replay_capacity=20_000, gamma=0.9,
                   reward_scale=10.0, learn_alpha=True, eval_episodes=3)
+    if family == "point-robot":
+        # 20-step episodes: collect in oyster's point-robot proportions (initial 1,000,
+        # prior 400, extra posterior 600 in 200-step units) scaled to a tenth
+        fields.update(num_initial_steps=5 * horizon, num_steps_prior=2 * horizon,
+                      num_extra_rl_steps_posterior=3 * horizon)
     if family == "point-robot-sparse":
         # oyster's sparse-point-robot: critic on the dense reward, context on the sparse
         # one, gamma 0.9, KL weight 1, more posterior collection, 5 exploration episodes

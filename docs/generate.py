@@ -791,17 +791,19 @@ def varibad_gridnavi_runs() -> str:
         rows.append([label, f"{run['iterations']:,}", thousands(run["env_steps"]),
                      minutes(run["train_s"]), rate(run["env_steps_per_s"]),
                      ", ".join(f"{f}={run['config'][f]}" for f in GRIDNAVI_KEY_FIELDS
-                               if f in run["config"])])
+                               if f in run["config"]),
+                     run.get("machine", "—") + (f", {run['date'][:10]}" if "date" in run
+                                                else "")])
     ratio_line = (f"Env steps used: {data['training']['varibad']['env_steps'] / data['reference_budget_frames']:.2f}"
                   " times the reference repository's budget. "
                   f"Env steps per second during training, VariBAD / RL²: "
                   f"{ratio(data['training']['varibad']['env_steps_per_s'], data['training']['rl2']['env_steps_per_s'])} "
                   "(the clean speed comparison is the speed table below); "
                   f"the reference repository's budget is {data['reference_budget_frames']:.0e} frames. "
-                  "Other jobs shared the 2 cores during about the first half of the VariBAD "
-                  "run, so its rate is a lower bound.")
+                  "Other jobs shared the 2 cores during about the first half of attempt 1's "
+                  "VariBAD run, so its rate is a lower bound.")
     return (table(["learner", "iterations", "env steps", "training", "env steps / s",
-                   "config (key fields)"], rows, "lrrrrl")
+                   "config (key fields)", "machine, date"], rows, "lrrrrll")
             + "\n\n" + ratio_line + "\n\n" + machines([("varibad_gridnavi.json", data)]))
 
 
@@ -820,15 +822,80 @@ def varibad_bandits_table() -> str:
             + "\n\n" + machines([("varibad_bandits.json", data)]))
 
 
+def varibad_navigation_table() -> str:
+    data = load("varibad_navigation.json")
+    episodes = data["episodes"]
+    rows = []
+    for key, label in (("varibad", "VariBAD"), ("rl2", "RL²")):
+        run = data["learners"][key]
+        for policy, how in (("sample", "sampling, as trained"), ("mode", "most likely action")):
+            c = run["return_per_episode"][policy]
+            rows.append([f"{label} ({how})"] + [pm(m, h, 1) for m, h in zip(c["mean"], c["ci95"])]
+                        + [thousands(run["env_steps"]), minutes(run["train_s"])])
+    maml = data.get("maml")
+    if maml:
+        c = maml["return_by_inner_step"]
+        cells = [f"{pm(c['mean'][0], c['ci95'][0], 1)} before; after 1, 2, ... steps: "
+                 + ", ".join(pm(m, h, 1) for m, h in zip(c["mean"][1:], c["ci95"][1:]))]
+        rows.append(["MAML-TRPO (recorded, `maml_navigation.json`)"] + cells
+                    + [""] * (episodes - 1) + [thousands(maml["env_steps"]), "—"])
+    caption = (f"navigation2d, {data['eval_tasks']} held-out goals (test split), the same goals "
+               f"and keys for VariBAD and RL²; return of each episode of a {episodes}-episode "
+               "trial on one goal, mean ± 95% CI. RL² was trained for VariBAD's env steps. "
+               "MAML's row is its recorded run (its own held-out goals of the same split): "
+               "return of one episode before adapting and after each inner gradient step on "
+               "20 episodes of the new goal.")
+    return (caption + "\n\n"
+            + table(["learner"] + [f"episode {i + 1}" for i in range(episodes)]
+                    + ["env steps", "training (min)"], rows, "l" + "r" * (episodes + 2))
+            + "\n\n" + machines([("varibad_navigation.json", data)]))
+
+
+def varibad_speed_table() -> str:
+    data = load("varibad_speed.json")
+    rows = []
+    for family, learners in data["rows"].items():
+        rl2_time = learners["rl2"]["seconds_per_iteration"]
+        for key, label in (("varibad", "VariBAD"), ("varibad_buffer", "VariBAD, VAE buffer"),
+                           ("rl2", "RL²")):
+            row = learners[key]
+            rows.append([f"`{family}`", label, f"{row['env_steps_per_s']:,.0f}",
+                         f"{1e3 * row['seconds_per_iteration']:.1f}",
+                         f"{row['compile_s']:.0f}",
+                         ratio(row["seconds_per_iteration"], rl2_time)])
+    return (f"One whole training iteration on {data['trials_per_iteration']} tasks (trials, "
+            "PPO, and VariBAD's 3 VAE steps), median of "
+            f"{data['repeats']} timed calls of {data['iterations_per_call']} iterations, "
+            "compile apart, nothing else running. VariBAD takes the ELBO at every time of "
+            "the trial and decodes every reward at each, so its VAE costs grow with the square "
+            "of the trial length (200 steps on navigation2d: `varibad_navigation.py` samples "
+            "20 ELBO times); the buffer rows decode 25 trials per VAE step instead of all "
+            "of the iteration's.\n\n"
+            + table(["family", "learner", "env steps / s", "ms / iteration", "compile (s)",
+                     "time ÷ RL²'s"], rows, "llrrrr")
+            + "\n\n" + machines([("varibad_speed.json", data)]))
+
+
 def varibad_gridnavi_headline() -> tuple[str, str]:
     data = load("varibad_gridnavi.json")
-    vb, r2 = data["returns"]["varibad"]["trial"], data["returns"]["rl2"]["trial"]
+    returns, training = data["returns"], data["training"]
     exact = data["bayes_optimal_exact"]
-    steps = thousands(data["training"]["varibad"]["env_steps"])
-    best = max(data["returns"]["varibad"]["trial"]["mean"],
-               data["returns"]["varibad_mode"]["trial"]["mean"])
-    return (f"VariBAD trial return {mse(vb, 2)} ({100 * best / exact:.1f}% of Bayes-optimal at "
-            f"best), RL² {mse(r2, 2)}, both {steps} env steps",
+    # every VariBAD and RL² row is on the page; the headline names the best of each,
+    # with how it acts and the env steps its run used
+    labels = {"": "sampling", "_mode": "most likely action"}
+
+    def best(prefixes):
+        rows = [(returns[p + s]["trial"], p, labels[s]) for p in prefixes for s in labels
+                if p + s in returns]
+        return max(rows, key=lambda r: r[0]["mean"])
+
+    vb, vb_run, vb_how = best(("varibad", "varibad_buffer"))
+    r2, _, r2_how = best(("rl2",))
+    attempt = "attempt 2, VAE buffer" if vb_run == "varibad_buffer" else "attempt 1"
+    return (f"VariBAD trial return {mse(vb, 2)} ({100 * vb['mean'] / exact:.1f}% of "
+            f"Bayes-optimal; {attempt}, {vb_how}, {thousands(training[vb_run]['env_steps'])} "
+            f"env steps); RL² {mse(r2, 2)} ({r2_how}, "
+            f"{thousands(training['rl2']['env_steps'])} env steps)",
             f"exact Bayes-optimal {num(exact, 2)}; paper budget 2e7 frames")
 
 
@@ -877,8 +944,8 @@ def pearl_sparse_block() -> str:
     return text + "\n\n" + machines([("pearl_point_robot_sparse.json", data)])
 
 
-def pearl_navigation_comparison() -> str:
-    data = load("pearl_navigation2d.json")
+def pearl_navigation_comparison(name: str = "pearl_navigation2d.json") -> str:
+    data = load(name)
     maml = data.get("maml")
     final = data["final"]
     lines = [f"PEARL: {thousands(final['env_steps'])} env steps in {minutes(data['train_s'])} min "
@@ -888,7 +955,10 @@ def pearl_navigation_comparison() -> str:
     if maml:
         target = maml["best_after_adaptation"]
         reached = _pearl_reaches(data["history"], target)
-        lines.append(f"MAML-TRPO ({maml['source']}): best return after adaptation "
+        source = maml.get("source", f"trained on `{data['family']}` by `--maml-only`, "
+                                    f"{maml.get('iterations', '?')} iterations, the same "
+                                    "held-out goals")
+        lines.append(f"MAML-TRPO ({source}): best return after adaptation "
                      f"{num(target, 2)} with {thousands(maml['env_steps'])} env steps.")
         if reached:
             lines.append(f"PEARL first reaches it at {thousands(reached['env_steps'])} env steps: "
@@ -897,7 +967,7 @@ def pearl_navigation_comparison() -> str:
             lines.append("PEARL does not reach it within this run.")
     if data.get("rl2_equal_steps"):
         lines.append(_rl2_equal_steps_line(data["rl2_equal_steps"], 1))
-    return " ".join(lines) + "\n\n" + machines([("pearl_navigation2d.json", data)])
+    return " ".join(lines) + "\n\n" + machines([(name, data)])
 
 
 def pearl_navigation_headline() -> tuple[str, str]:
@@ -1073,7 +1143,10 @@ def model_based_final(name: str) -> str:
             rows.append([split, f"`{learner}`", cell(learner), cell("no_adaptation"),
                          cell("policy"), cell("random")])
     first = _model_based_learners(data)[0][1]
-    options = ", ".join(f"{k}={v}" for k, v in data["family_options"].items())
+    options = ", ".join(
+        f"{k}={v}" if k != "ranges" else "train " + ", ".join(
+            f"{f} ~ U[{lo:g}, {hi:g}]" for f, (lo, hi) in v["train"].items())
+        for k, v in data["family_options"].items())
     caption = (f"`{data['family']}` ({options}); planning on the **{data['reward']}** reward. "
                f"{data['eval_tasks']} held-out tasks per split, the same tasks and keys for "
                f"every learner and curve; return of one episode, mean ± 95% CI. Each learner: "
@@ -1648,7 +1721,14 @@ def first_order_runs() -> str:
 
 
 def results_block(page: str, name: str, fn: Callable[[], str], files: list[str]):
-    return (f"docs/results/{page}.md", name, lambda: source_line(files) + "\n\n" + fn())
+    def render() -> str:
+        missing = [f for f in files if not (RESULTS / f).exists()]
+        if missing:   # a page section written before its run: say so rather than fail
+            return ("Not run yet: " + ", ".join(f"`benchmarks/results/{f}`" for f in missing)
+                    + " is absent.")
+        return source_line(files) + "\n\n" + fn()
+
+    return (f"docs/results/{page}.md", name, render)
 
 
 BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
@@ -1696,9 +1776,18 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("varibad_gridnavi", "table", varibad_gridnavi_table, ["varibad_gridnavi.json"]),
     results_block("varibad_gridnavi", "runs", varibad_gridnavi_runs, ["varibad_gridnavi.json"]),
     results_block("varibad_gridnavi", "bandits", varibad_bandits_table, ["varibad_bandits.json"]),
+    results_block("varibad_gridnavi", "navigation", varibad_navigation_table,
+                  ["varibad_navigation.json"]),
+    results_block("varibad_gridnavi", "speed", varibad_speed_table, ["varibad_speed.json"]),
     results_block("pearl_navigation", "curve", pearl_navigation_curve, ["pearl_navigation2d.json"]),
     results_block("pearl_navigation", "comparison", pearl_navigation_comparison,
                   ["pearl_navigation2d.json"]),
+    results_block("pearl_navigation", "point-robot-curve",
+                  lambda: pearl_navigation_curve("pearl_point_robot.json"),
+                  ["pearl_point_robot.json"]),
+    results_block("pearl_navigation", "point-robot-comparison",
+                  lambda: pearl_navigation_comparison("pearl_point_robot.json"),
+                  ["pearl_point_robot.json"]),
     results_block("pearl_navigation", "sparse", pearl_sparse_block,
                   ["pearl_point_robot_sparse.json"]),
     results_block("metaq_classic", "cartpole-curve", lambda: metaq_curve("metaq_cartpole.json"),
@@ -1716,6 +1805,12 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   ["model_based_pendulum.json"]),
     results_block("model_based", "pendulum-sample-efficiency", model_based_sample_efficiency,
                   ["model_based_pendulum.json"]),
+    results_block("model_based", "pendulum-wide",
+                  lambda: model_based_final("model_based_pendulum_wide.json"),
+                  ["model_based_pendulum_wide.json"]),
+    results_block("model_based", "pendulum-wide-curve",
+                  lambda: model_based_curve("model_based_pendulum_wide.json"),
+                  ["model_based_pendulum_wide.json"]),
     results_block("model_based", "navigation2d",
                   lambda: model_based_final("model_based_navigation2d.json"),
                   ["model_based_navigation2d.json"]),
