@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
         for policy, suffix in (("sample", ""), ("mode", "_mode")):
             learner = module.make(dataclasses.replace(config, eval_policy=policy), family)
             curve = jax.jit(learner.evaluate)(states[name], goals, eval_key)
-            rows[name + suffix] = summary(np.asarray(curve[name.split("_")[0]]))
+            rows[name + suffix] = summary(np.asarray(curve[module.__name__.rsplit(".", 1)[-1]]))
     # the other variants' rows stay (each attempt keeps its record)
     rows = {**{k: v for k, v in recorded.get("returns", {}).items() if k not in rows}, **rows}
     result = {

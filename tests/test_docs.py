@@ -80,3 +80,15 @@ def test_mkdocs_build_strict(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "results" / "plots" / "maml_navigation.png").exists()
+
+
+def test_a_block_whose_result_file_is_absent_says_so_and_none_is_committed_that_way(tmp_path,
+                                                                                    monkeypatch):
+    generate = _generator()
+    monkeypatch.setattr(generate, "RESULTS", tmp_path)
+    _, _, render = generate.results_block("page", "block", lambda: "table", ["absent.json"])
+    assert render() == "Not run yet: `benchmarks/results/absent.json` is absent."
+    (tmp_path / "absent.json").write_text("{}")
+    assert render().endswith("\n\ntable")
+    pages = (ROOT / "docs" / "results").glob("*.md")
+    assert not [p.name for p in pages if "Not run yet" in p.read_text()]
