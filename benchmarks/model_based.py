@@ -16,6 +16,7 @@ Families (dynamics redrawn every ``change_every`` steps of an episode):
 * ``pendulum-wide``: the same with mass, length and gravity redrawn every 25
   steps from wider ranges (m, l ~ U[0.4, 1.6], g ~ U[4, 16]; ood above them).
 * ``pendulum-wide-known``: the same, planning on the env's known reward.
+* ``pendulum-known``: ``pendulum`` planning on the env's known reward.
 * ``navigation2d``: MAML's point robot with one velocity axis crippled
   (scale U(0, 0.5); ood: reversed) from step 25 on, redrawn every 25 steps;
   planning on the **known** reward (the goal is the task, as in the
@@ -57,32 +58,44 @@ FAMILIES = {
 # attempt 3: the same pendulum planned with the env's own reward, as the reference code
 # plans, so that only the dynamics model (what adaptation changes) decides the ranking
 FAMILIES["pendulum-wide-known"] = {**FAMILIES["pendulum-wide"], "reward": "known"}
+# the 100x sample-efficiency goal's second attempt: the first pendulum (whose MAML-TRPO and
+# RL² runs are recorded) planned with the env's reward, as the reference plans
+FAMILIES["pendulum-known"] = {**FAMILIES["pendulum"], "family": "pendulum", "reward": "known"}
 LEARNERS = {"mb": dict(adaptation="none"), "mb_de": dict(adaptation="finetune"),
             "grbal": dict(adaptation="gradient"), "rebal": dict(adaptation="recurrent"),
             "mbml_policy": dict(adaptation="gradient", policy=True)}
 
 
-def config(family: str, learner: str, quick: bool) -> model_based.Config:
+# planners: random shooting (the reference's), or CEM with three refits of the same number of
+# candidates per refit (3x the imagined steps per action)
+PLANNERS = {"rs": dict(kind="rs"), "cem": dict(kind="cem", iterations=3, num_elites=25)}
+
+
+def config(family: str, learner: str, quick: bool, planner: str = "rs") -> model_based.Config:
     """CPU sizes: a 2 x 128 model (the reference's is 3 x 512), random shooting with 256
     candidates, M = K = 16, one inner step of 0.01 whose size GrBAL meta-learns."""
     spec = FAMILIES[family]
     fields = dict(hidden_sizes=(128, 128), tasks_per_iteration=4, train_steps=200,
                   batch_size=64, replay_capacity=8000, past_length=16, future_length=16,
                   inner_lr=0.01, learn_inner_lr=True, reward=spec["reward"],
-                  planner=PlannerConfig(num_candidates=256, horizon=spec["horizon"]),
+                  planner=PlannerConfig(num_candidates=256, horizon=spec["horizon"],
+                                        **PLANNERS[planner]),
                   **LEARNERS[learner])
     if learner != "grbal" and learner != "mbml_policy":
         fields["learn_inner_lr"] = False   # MB+DE's dynamic evaluation uses the fixed step
     if quick:
         fields.update(hidden_sizes=(16,), tasks_per_iteration=2, train_steps=3, batch_size=8,
                       replay_capacity=400, past_length=4, future_length=4,
-                      planner=PlannerConfig(num_candidates=8, horizon=3), policy_train_steps=2,
+                      planner=PlannerConfig(num_candidates=8, horizon=3,
+                                            **dict(PLANNERS[planner], num_elites=2)
+                                            if planner == "cem" else PLANNERS[planner]),
+                      policy_train_steps=2,
                       context_size=4)
     return model_based.Config(**fields)
 
 
 def run_learner(name, family, tasks, args) -> dict:
-    cfg = config(args.family, name, args.quick)
+    cfg = config(args.family, name, args.quick, args.planner)
     learner = model_based.make(cfg, family, name=name)
     key = jax.random.PRNGKey(args.seed)
     eval_key = jax.random.PRNGKey(args.seed + 2)
@@ -116,6 +129,9 @@ def run_learner(name, family, tasks, args) -> dict:
     for split, task_params in tasks.items():
         curves = evaluate(state, task_params, eval_key)
         final[split] = {curve: mean_and_ci95(np.asarray(curves[curve])) for curve in curves}
+        # every learner plays the same tasks with the same keys, so per-task returns give
+        # paired differences between learners, far tighter than either return's CI
+        final[split]["per_task"] = np.asarray(curves[name])[:, 0].tolist()
     return {"config": dataclasses.asdict(cfg), "compile_s": compile_s, "train_s": train_s,
             "eval_s": time.perf_counter() - tick, "env_steps": int(state.env_steps),
             "inner_lr": float(np.exp(np.asarray(state.model["log_inner_lr"]))),
@@ -130,14 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--eval-tasks", type=int, default=40)
+    parser.add_argument("--planner", choices=sorted(PLANNERS), default="rs",
+                        help="rs (default) or cem; a cem run writes its own results file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.eval_every, args.eval_tasks = 2, 1, 3
+    suffix = "" if args.planner == "rs" else f"_{args.planner}"
     out = args.out or os.path.join(
-        RESULTS, f"model_based_{args.family.replace('-', '_')}.json")
+        RESULTS, f"model_based_{args.family.replace('-', '_')}{suffix}.json")
     options = dict(FAMILIES[args.family]["options"])
     if args.quick:
         options = {"max_steps_in_episode": 20, "change_every": 10}
@@ -146,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
              for split in ("test", "ood")}
     result = {"family": args.family, "family_options": options,
               "reward": FAMILIES[args.family]["reward"], "eval_tasks": args.eval_tasks,
+              "planner": args.planner,
               "iterations": args.iterations, "quick": args.quick,
               # a run of some learners keeps the others' recorded results
               "learners": dict(read_json(out, {}).get("learners", {}))}

@@ -16,6 +16,9 @@ return here is a lower bound on what they would reach; the page says so.
 
     python benchmarks/model_based_baselines.py --minutes 6
     python benchmarks/model_based_baselines.py --quick
+    python benchmarks/model_based_baselines.py \
+        --source benchmarks/results/model_based_pendulum_known.json \
+        --baselines-from benchmarks/results/model_based_pendulum.json   # no retraining
 
 Results: the ``baselines`` entry of ``benchmarks/results/model_based_pendulum.json``.
 """
@@ -85,6 +88,19 @@ def first_reach(history, target):
     return None if row is None else row["env_steps"]
 
 
+def reused_baselines(path: str, data: dict) -> dict:
+    """The MAML-TRPO and RL² runs recorded in ``path``, checked to be on the same family
+    options and held-out tasks as ``data`` (a different family would be a wrong answer)."""
+    other = read_json(path)
+    if not other or set(other.get("baselines", {})) != {"maml", "rl2"}:
+        raise SystemExit(f"{path} has no recorded MAML-TRPO and RL² baselines")
+    for field in ("family_options", "eval_tasks"):
+        if other.get(field) != data.get(field):
+            raise SystemExit(f"{path} was recorded with {field}={other.get(field)!r}, the "
+                             f"source with {data.get(field)!r}: its baselines do not apply")
+    return other["baselines"]
+
+
 def plot(data: dict, path: str) -> None:
     """Held-out return against real env steps, log x axis, mean ± 95% CI."""
     import matplotlib
@@ -118,18 +134,30 @@ def main(argv=None):
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--source", default=os.path.join(RESULTS, "model_based_pendulum.json"))
+    parser.add_argument("--baselines-from", default=None,
+                        help="reuse the MAML-TRPO and RL² runs recorded in this results file "
+                             "(same family options and held-out tasks) instead of training")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     data = read_json(args.source)
     if not data or "grbal" not in data.get("learners", {}):
         raise SystemExit(f"{args.source} has no GrBAL run: run benchmarks/model_based.py first")
+    if args.baselines_from:
+        recorded = reused_baselines(args.baselines_from, data)
     family = metarl_jax.make("pendulum", **data["family_options"])
     tasks = family.sample(jax.random.PRNGKey(1), data["eval_tasks"], "test")
     key = jax.random.PRNGKey(2)
     minutes = 0.02 if args.quick else args.minutes
     baselines = {}
     for name, cfg in configs(args.quick).items():
-        run = train(name, cfg, family, tasks, key, minutes, 1 if args.quick else args.eval_every)
+        if args.baselines_from:
+            # the recorded run only: what it was compared with there is recomputed below
+            run = {k: v for k, v in recorded[name].items()
+                   if not k.endswith(("_steps_to_best", "_ratio"))}
+            run["reused_from"] = os.path.basename(args.baselines_from)
+        else:
+            run = train(name, cfg, family, tasks, key, minutes,
+                        1 if args.quick else args.eval_every)
         best_row = max(run["history"], key=lambda r: r["return"]["mean"][0])
         best = best_row["return"]["mean"][0]
         run["best_return"], run["best_env_steps"] = best, best_row["env_steps"]

@@ -15,6 +15,7 @@ median of ``--repeats`` runs after a warm-up, and the timed result is the
 actions (which depend on all the work).
 
     python benchmarks/model_based_speed.py
+    python benchmarks/model_based_speed.py --sizes cpu     # 1 to 1,024 envs, CPU sizes
     python benchmarks/model_based_speed.py --quick
 
 Results: ``benchmarks/results/model_based_speed.json``.
@@ -122,15 +123,29 @@ def torch_step(hidden, candidates, horizon, ensemble, batch, repeats):
             "threads": torch.get_num_threads()}
 
 
+# (hidden sizes, candidates, horizon), default parallel envs
+SIZES = {"reference": (((512, 512, 512), 500, 10), "1,4,16,64"),
+         "cpu": (((128, 128), 256, 15), "1,4,16,64,256,1024")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batches", default="1,4,16,64")
+    parser.add_argument("--sizes", choices=sorted(SIZES), default="reference",
+                        help="reference: 3 x 512 model, 500 candidates x horizon 10; cpu: the "
+                             "CPU training size of benchmarks/model_based.py (2 x 128, 256 x 15)")
+    parser.add_argument("--batches", default=None,
+                        help="parallel envs (default 1,4,16,64 at the reference size, "
+                             "1,4,16,64,256,1024 at the CPU size)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "model_based_speed.json"))
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    reference = ((512, 512, 512), 500, 10)
+    reference, default_batches = SIZES[args.sizes]
+    args.batches = args.batches or default_batches
+    args.out = args.out or os.path.join(
+        RESULTS, "model_based_speed.json" if args.sizes == "reference"
+        else f"model_based_speed_{args.sizes}.json")
     if args.quick:
         reference, args.batches, args.repeats = ((16,), 8, 3), "1,2", 2
     rows = []
@@ -149,9 +164,10 @@ def main(argv=None):
         print(f"ensemble {ensemble}, {batch} envs: JAX {1e3 * row['jax']['median_s']:.1f} ms"
               + (f", PyTorch {1e3 * row['torch']['median_s']:.1f} ms "
                  f"({row['speedup']:.1f}x)" if row["torch"] else ""), flush=True)
-    result = {"rows": rows, "quick": args.quick, "repeats": args.repeats,
+    result = {"rows": rows, "quick": args.quick, "repeats": args.repeats, "sizes": args.sizes,
               "not_run": "256 and 1,024 parallel envs at the reference sizes: a GPU run "
-                         "(at this CPU's cost per env, 10-40 s per control step)"}
+                         "(at this CPU's cost per env, 10-40 s per control step)"
+                         if args.sizes == "reference" else "none"}
     update_json(args.out, {**result, **machine_metadata()})
     print(f"wrote {args.out}")
     return result

@@ -14,6 +14,7 @@ JSON holds both curves on one axis of real environment steps. Results:
     python benchmarks/pearl_navigation.py --family point-robot-sparse --minutes 10
     python benchmarks/pearl_navigation.py --quick          # a smoke run (tests)
     python benchmarks/pearl_navigation.py --family point-robot --maml-only   # MAML beside it
+    python benchmarks/pearl_navigation.py --family point-robot --variant 80tasks  # attempt 3
 
 On other families than navigation2d, ``--maml-only`` trains MAML-TRPO there
 (the settings of ``maml_navigation.py``: 20 tasks x 20 episodes per
@@ -67,6 +68,14 @@ def config(family: str, quick: bool) -> pearl.Config:
                       encoder_hidden_sizes=(16,), batch_size=16, context_batch_size=8,
                       replay_capacity=1000)
     return pearl.Config(**fields)
+
+
+# later attempts at the 20x goal, each its own results file beside the first run's
+VARIANTS = {
+    # oyster's point-robot task count (80 training goals; 40 leaves held-out goals far from
+    # every training goal) and two gradient steps per env step: env steps are the currency
+    "80tasks": {"num_train_tasks": 80, "num_train_steps": 1000},
+}
 
 
 def rl2_equal_steps(family, recorded: dict, seed: int, quick: bool) -> dict:
@@ -134,9 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
                         help="train MAML-TRPO on this family and add it to the results JSON "
                              "(PEARL is not re-run; navigation2d reads maml_navigation.json)")
     parser.add_argument("--maml-iterations", type=int, default=200)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                        help="a later attempt's settings, written beside the first run's "
+                             "file with _<variant> added; its MAML result is carried over")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    out = args.out or os.path.join(RESULTS, f"pearl_{args.family.replace('-', '_')}.json")
+    base = args.out or os.path.join(RESULTS, f"pearl_{args.family.replace('-', '_')}.json")
+    out = base if args.variant is None else base.replace(".json", f"_{args.variant}.json")
     family = metarl_jax.make(args.family)
     if args.rl2_only:
         recorded = read_json(out)
@@ -155,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
             **maml_same_family(family, recorded, iterations, args.seed, args.quick),
             **machine_metadata()}}, metadata=False)
     cfg = config(args.family, args.quick)
+    if args.variant:
+        cfg = dataclasses.replace(cfg, **VARIANTS[args.variant])
     learner = pearl.make(cfg, family)
     tasks = family.sample(jax.random.PRNGKey(args.seed + 1), args.eval_tasks, "test")
     eval_key = jax.random.PRNGKey(args.seed + 2)
@@ -193,8 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
               "gradient_steps_per_s": iteration * cfg.num_train_steps / train_s,
               "history": history, "final": history[-1], "quick": args.quick,
               # navigation2d: the recorded MAML run; elsewhere --maml-only adds one
+              "variant": args.variant,
               "maml": (maml_navigation_reference(RESULTS) if args.family == "navigation2d"
-                       else read_json(out, {}).get("maml")),
+                       else read_json(out, {}).get("maml") or read_json(base, {}).get("maml")),
               **machine_metadata()}
     update_json(out, result)
     print(f"wrote {out}")

@@ -1182,6 +1182,37 @@ def model_based_curve(name: str) -> str:
             + "\n\n" + machines([(name, data)]))
 
 
+MODEL_BASED_PAIRS = (("grbal", "mb"), ("mb_de", "mb"), ("grbal", "mb_de"), ("rebal", "mb"))
+
+
+def model_based_paired(name: str) -> str:
+    """Paired differences of the learners' per-task returns: every learner plays the same
+    tasks with the same keys, so ``A - B`` per task has a far smaller spread than A or B."""
+    data = load(name)
+    learners = dict(_model_based_learners(data))
+    rows = []
+    for split in ("test", "ood"):
+        for a, b in MODEL_BASED_PAIRS:
+            if a not in learners or b not in learners:
+                continue
+            ra = learners[a]["final"][split].get("per_task")
+            rb = learners[b]["final"][split].get("per_task")
+            if ra is None or rb is None:
+                continue
+            diff = np.asarray(ra) - np.asarray(rb)
+            se = diff.std(ddof=1) / np.sqrt(len(diff))
+            mean, ci = diff.mean(), 1.96 * se
+            verdict = ("A better" if mean - ci > 0 else "B better" if mean + ci < 0
+                       else "no difference at 95%")
+            rows.append([split, f"`{a}` − `{b}`", pm(mean, ci, 1, signed=True),
+                         f"{int((diff > 0).sum())} / {len(diff)}", verdict])
+    if not rows:
+        return "This run did not record per-task returns, so no paired differences."
+    return ("Paired differences on the same tasks and keys (A − B per task, mean ± 95% CI "
+            "of the differences) and the number of tasks on which A's return is higher.\n\n"
+            + table(["split", "A − B", "difference", "A higher on", "at 95%"], rows, "llrrl"))
+
+
 def _best_row(history: list[dict]) -> dict:
     return max(history, key=lambda r: r["return"]["mean"][0])
 
@@ -1190,8 +1221,8 @@ def _first_reaching(history: list[dict], target: float) -> dict | None:
     return next((r for r in history if r["return"]["mean"][0] >= target), None)
 
 
-def model_based_sample_efficiency() -> str:
-    data = load("model_based_pendulum.json")
+def model_based_sample_efficiency(source: str = "model_based_pendulum.json") -> str:
+    data = load(source)
     base = data.get("baselines")
     if not base:
         return "The MAML-TRPO and RL² runs have not been recorded yet."
@@ -1203,7 +1234,7 @@ def model_based_sample_efficiency() -> str:
             best = _best_row(run["history"])
             rows.append([f"`{name}`", thousands(run["env_steps"]), minutes(run["train_s"]),
                          pm(best["return"]["mean"][0], best["return"]["ci95"][0], 1),
-                         thousands(best["env_steps"]), "—", "—"])
+                         thousands(best["env_steps"]), "—", "—", "—"])
     for name, label in (("maml", "MAML-TRPO"), ("rl2", "RL²")):
         if name not in base:
             continue
@@ -1211,27 +1242,35 @@ def model_based_sample_efficiency() -> str:
         best = _best_row(run["history"])
         reached = run.get("grbal_steps_to_best")
         matched = _first_reaching(run["history"], grbal["return"]["mean"][0])
+
+        def reach(steps):
+            return (f"{thousands(steps)} ({best['env_steps'] / steps:,.0f}x fewer)" if steps
+                    else "never (in its run)")
         rows.append([label, thousands(run["env_steps"]), minutes(run["train_s"]),
                      pm(best["return"]["mean"][0], best["return"]["ci95"][0], 1),
-                     thousands(best["env_steps"]),
-                     thousands(reached) if reached else "never (in its run)",
+                     thousands(best["env_steps"]), reach(reached),
+                     reach(run.get("mb_steps_to_best")) if "mb" in data["learners"] else "—",
                      f"{thousands(matched['env_steps'])} "
                      f"({matched['env_steps'] / grbal['env_steps']:,.0f}x GrBAL's)"
                      if matched else "not in this run"])
+    origin = {run.get("reused_from") for run in base.values()} - {None}
+    reused = (f"\n\nThe MAML-TRPO and RL² rows are the runs recorded in "
+              f"`benchmarks/results/{origin.pop()}` (the same family, held-out tasks and key), "
+              "not retrained." if origin else "")
     return ("Best held-out return (one episode; MAML after its inner step, RL² in the "
             "trial's first episode) over each run, the env steps at which it was measured, "
-            "when GrBAL's curve first reached it, and when each baseline's curve first "
+            "when GrBAL's and MB's curves first reached it, and when each baseline's curve first "
             "reached GrBAL's best return. MAML-TRPO and RL² are trained for a few minutes of "
             "this CPU each (not to convergence).\n\n"
             + table(["learner", "env steps (all)", "training (min)", "best return",
-                     "at env steps", "GrBAL first reaches it at",
-                     "it first reaches GrBAL's best at"], rows, "lrrrrrr")
-            + "\n\n[Plot: return against env steps, log axis](../../benchmarks/results/"
-              "model_based_pendulum_sample_efficiency.png)")
+                     "at env steps", "GrBAL first reaches it at", "MB first reaches it at",
+                     "it first reaches GrBAL's best at"], rows, "lrrrrrrr")
+            + reused + "\n\n[Plot: return against env steps, log axis](../../benchmarks/results/"
+              f"{source.removesuffix('.json')}_sample_efficiency.png)")
 
 
-def model_based_speed_table() -> str:
-    data = load("model_based_speed.json")
+def model_based_speed_table(name: str = "model_based_speed.json") -> str:
+    data = load(name)
     rows = []
     for row in data["rows"]:
         torch_ms = f"{1e3 * row['torch']['median_s']:.1f}" if row.get("torch") else "—"
@@ -1243,13 +1282,13 @@ def model_based_speed_table() -> str:
     torch_row = next((r["torch"] for r in data["rows"] if r.get("torch")), None)
     note = (f"PyTorch {torch_row['version']} ({torch_row['threads']} threads, `torch.func`)."
             if torch_row else "PyTorch was not installed for this run.")
+    not_run = f" Not run: {data['not_run']}." if data["not_run"] != "none" else ""
     return (f"One control step (adaptation + planning) for all envs at once, median of "
-            f"{data['repeats']} after a warm-up, compile apart. {note} Not run: "
-            f"{data['not_run']}.\n\n"
+            f"{data['repeats']} after a warm-up, compile apart. {note}{not_run}\n\n"
             + table(["model", "candidates x horizon", "ensemble", "envs", "JAX (ms)",
                      "JAX ms / env", "PyTorch (ms)", "PyTorch / JAX", "compile (s)"], rows,
                     "lrrrrrrrr")
-            + "\n\n" + machines([("model_based_speed.json", data)]))
+            + "\n\n" + machines([(name, data)]))
 
 
 def model_based_headline() -> tuple[str, str]:
@@ -1788,6 +1827,12 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("pearl_navigation", "point-robot-comparison",
                   lambda: pearl_navigation_comparison("pearl_point_robot.json"),
                   ["pearl_point_robot.json"]),
+    results_block("pearl_navigation", "point-robot-80tasks-curve",
+                  lambda: pearl_navigation_curve("pearl_point_robot_80tasks.json"),
+                  ["pearl_point_robot_80tasks.json"]),
+    results_block("pearl_navigation", "point-robot-80tasks-comparison",
+                  lambda: pearl_navigation_comparison("pearl_point_robot_80tasks.json"),
+                  ["pearl_point_robot_80tasks.json"]),
     results_block("pearl_navigation", "sparse", pearl_sparse_block,
                   ["pearl_point_robot_sparse.json"]),
     results_block("metaq_classic", "cartpole-curve", lambda: metaq_curve("metaq_cartpole.json"),
@@ -1811,6 +1856,29 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     results_block("model_based", "pendulum-wide-curve",
                   lambda: model_based_curve("model_based_pendulum_wide.json"),
                   ["model_based_pendulum_wide.json"]),
+    results_block("model_based", "pendulum-known",
+                  lambda: model_based_final("model_based_pendulum_known.json") + "\n\n"
+                  + model_based_paired("model_based_pendulum_known.json") + "\n\n"
+                  + model_based_curve("model_based_pendulum_known.json"),
+                  ["model_based_pendulum_known.json"]),
+    results_block("model_based", "pendulum-known-sample-efficiency",
+                  lambda: model_based_sample_efficiency("model_based_pendulum_known.json"),
+                  ["model_based_pendulum_known.json"]),
+    results_block("model_based", "pendulum-known-cem",
+                  lambda: model_based_final("model_based_pendulum_known_cem.json") + "\n\n"
+                  + model_based_paired("model_based_pendulum_known_cem.json") + "\n\n"
+                  + model_based_curve("model_based_pendulum_known_cem.json"),
+                  ["model_based_pendulum_known_cem.json"]),
+    results_block("model_based", "pendulum-known-cem-sample-efficiency",
+                  lambda: model_based_sample_efficiency("model_based_pendulum_known_cem.json"),
+                  ["model_based_pendulum_known_cem.json"]),
+    results_block("model_based", "pendulum-wide-known",
+                  lambda: model_based_final("model_based_pendulum_wide_known.json") + "\n\n"
+                  + model_based_paired("model_based_pendulum_wide_known.json"),
+                  ["model_based_pendulum_wide_known.json"]),
+    results_block("model_based", "pendulum-wide-known-curve",
+                  lambda: model_based_curve("model_based_pendulum_wide_known.json"),
+                  ["model_based_pendulum_wide_known.json"]),
     results_block("model_based", "navigation2d",
                   lambda: model_based_final("model_based_navigation2d.json"),
                   ["model_based_navigation2d.json"]),
@@ -1819,6 +1887,9 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
                   ["model_based_navigation2d.json"]),
     results_block("model_based_speed", "table", model_based_speed_table,
                   ["model_based_speed.json"]),
+    results_block("model_based_speed", "cpu-sizes",
+                  lambda: model_based_speed_table("model_based_speed_cpu.json"),
+                  ["model_based_speed_cpu.json"]),
     results_block("offpolicy_speed", "table", offpolicy_speed_table, ["offpolicy_speed.json"]),
     results_block("rl2_mdp_imitation", "runs", rl2_imitation_runs, ["rl2_mdp_imitation.json"]),
     results_block("first_order_navigation", "curves", first_order_curves, FIRST_ORDER_FILES),

@@ -429,6 +429,13 @@ def test_pearl_benchmark_trains_maml_on_the_same_family_elsewhere(tmp_path):
     assert maml["env_steps"] == 2 * 2 * 2 * 20 * 2   # iterations x tasks x episodes x 20 x 2
     curve = maml["return_by_inner_step"]["mean"]   # before adapting, then after each step
     assert len(curve) >= 2 and maml["best_after_adaptation"] == max(curve[1:])
+    # a later attempt writes its own file beside the first and carries MAML's result over
+    later = bench.main(["--quick", "--family", "point-robot", "--eval-tasks", "4",
+                        "--variant", "80tasks", "--out", str(out)])
+    assert later["config"]["num_train_tasks"] == 80 and later["variant"] == "80tasks"
+    assert later["maml"] == json.loads(json.dumps(maml))
+    assert json.loads((tmp_path / "pearl_point_80tasks.json").read_text())["variant"] == "80tasks"
+    assert json.loads(out.read_text())["config"]["num_train_tasks"] == 6   # first run kept
 
 
 def test_metaq_classic_records_metaq_beside_the_per_task_dqn_and_rl2(tmp_path):
@@ -460,6 +467,12 @@ def test_model_based_records_each_learner_on_test_and_ood(tmp_path):
     grbal = result["learners"]["grbal"]
     assert set(grbal["final"]) == {"test", "ood"}
     assert {"grbal", "no_adaptation", "random"} <= set(grbal["final"]["test"])
+    cem = bench.main(["--quick", "--learners", "mb", "--planner", "cem",
+                      "--out", str(tmp_path / "cem.json")])
+    assert cem["planner"] == "cem" and cem["learners"]["mb"]["config"]["planner"]["kind"] == "cem"
+    per_task = grbal["final"]["test"]["per_task"]   # for paired differences between learners
+    assert len(per_task) == 3 and np.isclose(np.mean(per_task),
+                                             grbal["final"]["test"]["grbal"]["mean"][0])
     steps = [row["env_steps"] for row in grbal["history"]]
     assert steps == sorted(steps) and steps[0] > 0 and len(steps) == 3
     # MAML-TRPO and RL² on the same family, against GrBAL's and MB's histories
@@ -470,6 +483,18 @@ def test_model_based_records_each_learner_on_test_and_ood(tmp_path):
     recorded = json.loads(out.read_text())
     assert set(recorded["learners"]) == {"grbal"} and set(recorded["baselines"]) == {"maml", "rl2"}
     assert (tmp_path / "mb_sample_efficiency.png").exists()
+    # a second source on the same family reuses those baselines instead of training them
+    second = tmp_path / "mb_known.json"
+    second.write_text(json.dumps({k: v for k, v in recorded.items() if k != "baselines"}))
+    reused = load_benchmark("model_based_baselines").main(
+        ["--quick", "--source", str(second), "--baselines-from", str(out)])
+    assert reused["maml"]["history"] == recorded["baselines"]["maml"]["history"]
+    assert reused["rl2"]["reused_from"] == "mb.json"
+    other = dict(recorded, eval_tasks=recorded["eval_tasks"] + 1)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="eval_tasks"):
+        load_benchmark("model_based_baselines").main(
+            ["--quick", "--source", str(second), "--baselines-from", str(tmp_path / "other.json")])
 
 
 def test_model_based_speed_times_the_control_step(tmp_path):

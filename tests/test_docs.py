@@ -4,6 +4,7 @@ and the site building with ``mkdocs build --strict``."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -92,3 +93,21 @@ def test_a_block_whose_result_file_is_absent_says_so_and_none_is_committed_that_
     assert render().endswith("\n\ntable")
     pages = (ROOT / "docs" / "results").glob("*.md")
     assert not [p.name for p in pages if "Not run yet" in p.read_text()]
+
+
+def test_model_based_paired_differences_use_per_task_returns(tmp_path, monkeypatch):
+    generate = _generator()
+    monkeypatch.setattr(generate, "RESULTS", tmp_path)
+    mb = [-500.0, -400.0, -300.0, -200.0]
+    # GrBAL is better by 10 +- 1 on every task: the paired test must see it even though the
+    # tasks' spread (CI about +-130) swamps the difference of the means
+    grbal = [r + 10.0 + d for r, d in zip(mb, (1.0, -1.0, 0.5, -0.5))]
+    run = lambda per_task: {"final": {s: {"per_task": per_task} for s in ("test", "ood")}}  # noqa
+    (tmp_path / "mb.json").write_text(json.dumps({"learners": {"mb": run(mb),
+                                                               "grbal": run(grbal)}}))
+    text = generate.model_based_paired("mb.json")
+    assert "+10.0 ± 0.9" in text.replace("\u2212", "-") and "4 / 4" in text
+    assert "A better" in text
+    (tmp_path / "old.json").write_text(json.dumps({"learners": {"mb": {"final": {
+        "test": {}, "ood": {}}}, "grbal": {"final": {"test": {}, "ood": {}}}}}))
+    assert "did not record per-task returns" in generate.model_based_paired("old.json")
