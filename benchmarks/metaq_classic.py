@@ -10,6 +10,8 @@ and out-of-range (ood) tasks. On the same tasks:
 * **per-task DQN** (:func:`metaq.per_task_dqn`): a plain double DQN trained
   from scratch on each task, vmapped over the tasks, for as many env steps
   per task as ``metaq`` used in all of meta-training (a return-vs-steps curve);
+* **PEARL**'s discrete-action variant (``--pearl-only``, added to the same
+  file) trained with ``metaq``'s total env steps;
 * **RL²** trained with ``metaq``'s total env steps (its CartPole config,
   read from ``rl2_cartpole.json``), and RL²'s converged result from that file
   with the env steps it used.
@@ -21,6 +23,7 @@ and whether the actuator is reversed; horizon 200) and ``mountaincar``
 
     python benchmarks/metaq_classic.py --family cartpole --minutes 4
     python benchmarks/metaq_classic.py --family mountaincar --minutes 10
+    python benchmarks/metaq_classic.py --family cartpole --pearl-only   # PEARL beside it
     python benchmarks/metaq_classic.py --quick          # a smoke run (tests)
 """
 
@@ -36,7 +39,7 @@ import jax
 import numpy as np
 
 import metarl_jax
-from metarl_jax.algorithms import metaq, rl2
+from metarl_jax.algorithms import metaq, pearl, rl2
 from metarl_jax.training.config import config_from_dict
 from metarl_jax.training.report import (machine_metadata, mean_and_ci95, read_json,
                                         update_json)
@@ -95,6 +98,42 @@ def train_rl2(family, env_steps: int, tasks: dict, key, quick: bool) -> dict:
     return out
 
 
+def pearl_config(quick: bool) -> pearl.Config:
+    """PEARL's discrete-action variant (soft Q-learning over the actions) at CPU sizes: 64-64
+    networks and encoder, 4 tasks x (2 prior + 2 posterior episodes) and 100 gradient
+    steps of 8 tasks x 64 transitions per iteration, reward scale 1, learned temperature."""
+    if quick:
+        return pearl.Config(num_train_tasks=6, encoder_hidden_sizes=(16,), hidden_sizes=(16,),
+                            num_initial_steps=20, num_steps_prior=20,
+                            num_extra_rl_steps_posterior=20, num_tasks_sample=2,
+                            num_train_steps=3, meta_batch_size=2, batch_size=8,
+                            context_batch_size=8, replay_capacity=1000)
+    return pearl.Config(num_train_tasks=20, encoder_hidden_sizes=(64, 64),
+                        hidden_sizes=(64, 64), num_initial_steps=400, num_steps_prior=400,
+                        num_extra_rl_steps_posterior=400, num_tasks_sample=4,
+                        num_train_steps=100, meta_batch_size=8, batch_size=64,
+                        replay_capacity=10_000, reward_scale=1.0, learn_alpha=True)
+
+
+def train_pearl(family, env_steps: int, tasks: dict, key, quick: bool) -> dict:
+    """PEARL's discrete variant with ``env_steps`` real steps (at least one iteration),
+    evaluated on ``tasks``: return per episode of accumulated context, and prior-z play."""
+    cfg = pearl_config(quick)
+    learner = pearl.make(cfg, family)
+    state = learner.init(key)
+    update, evaluate = jax.jit(learner.update), jax.jit(learner.evaluate)
+    iteration, tick = 0, time.perf_counter()
+    while int(state.env_steps) < env_steps or iteration == 0:
+        state, _ = update(state, jax.random.fold_in(key, iteration))
+        iteration += 1
+    out = {"config": dataclasses.asdict(cfg), "iterations": iteration,
+           "env_steps": int(state.env_steps), "wall_s": time.perf_counter() - tick}
+    for split, task_params in tasks.items():
+        curves = evaluate(state, task_params, key)
+        out[split] = {name: mean_and_ci95(np.asarray(curves[name])) for name in curves}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(FAMILIES), default="cartpole")
@@ -106,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="skip the per-task DQN and RL² runs")
     parser.add_argument("--dqn-steps", type=int, default=None,
                         help="env steps per task for the per-task DQN (default: metaq's total)")
+    parser.add_argument("--pearl-only", action="store_true",
+                        help="train PEARL's discrete variant with the recorded metaq run's env "
+                             "steps on the same held-out tasks and add it to the results JSON")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -114,6 +156,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         options = {**options, "max_steps_in_episode": 20}
     family = metarl_jax.make(args.family, **options)
+    if args.pearl_only:
+        recorded = read_json(out)
+        if not recorded:
+            parser.error(f"--pearl-only needs a recorded metaq run in {out}")
+        tasks = {split: family.sample(jax.random.PRNGKey(args.seed + 1),
+                                      recorded["eval_tasks"], split) for split in ("test", "ood")}
+        # the file's machine and date stay the metaq run's; PEARL's are in its own entry
+        return update_json(out, {"pearl_equal_steps": {
+            **train_pearl(family, recorded["env_steps"], tasks,
+                          jax.random.PRNGKey(args.seed + 5), args.quick),
+            **machine_metadata()}}, metadata=False)
     cfg = config(args.family, args.quick)
     learner = metaq.make(cfg, family)
     tasks = {split: family.sample(jax.random.PRNGKey(args.seed + 1), args.eval_tasks, split)

@@ -98,9 +98,11 @@ def rl2_equal_steps(family, recorded: dict, seed: int, quick: bool) -> dict:
             "wall_s": time.perf_counter() - tick, "rl2": mean_and_ci95(curve)}
 
 
-def maml_same_family(family, recorded: dict, iterations: int, seed: int, quick: bool) -> dict:
-    """MAML-TRPO trained on ``family`` and evaluated on the recorded run's held-out tasks:
-    return before and after each inner step, against the env steps it trained on."""
+def maml_same_family(family, recorded: dict, iterations: int, seed: int, quick: bool,
+                     eval_every: int = 10) -> dict:
+    """MAML-TRPO trained on ``family`` and evaluated on the recorded run's held-out tasks
+    every ``eval_every`` iterations: return before and after each inner step, against the
+    env steps it trained on (``history``; the last row is the run's end)."""
     cfg = maml.Config(meta_batch_size=20, num_inner_steps=1, inner_lr=0.1, inner_episodes=20,
                       horizon=episode_horizon(family, recorded["config"]["horizon"] or None,
                                               "MAML"),
@@ -110,22 +112,26 @@ def maml_same_family(family, recorded: dict, iterations: int, seed: int, quick: 
                                   eval_episodes=2)
     learner = maml.make(cfg, family)
     state = learner.init(jax.random.PRNGKey(seed))
-    update = jax.jit(learner.update)
-    tick = time.perf_counter()
-    for iteration in range(iterations):
-        state, _ = update(state, jax.random.fold_in(jax.random.PRNGKey(seed), iteration))
-    jax.block_until_ready(state)
-    train_s = time.perf_counter() - tick
+    update, evaluate = jax.jit(learner.update), jax.jit(learner.evaluate)
     tasks = family.sample(jax.random.PRNGKey(seed + 1), recorded["eval_tasks"], "test")
-    curve = np.asarray(jax.jit(learner.evaluate)(state, tasks, jax.random.PRNGKey(seed + 2))
-                       ["maml"])
     # every iteration plays inner_episodes episodes per task before and after each step
-    steps = (iterations * cfg.meta_batch_size * cfg.inner_episodes
-             * episode_horizon(family, cfg.horizon, "MAML") * (cfg.num_inner_steps + 1))
-    stats = mean_and_ci95(curve)
-    return {"config": dataclasses.asdict(cfg), "iterations": iterations, "env_steps": steps,
-            "train_s": train_s, "return_by_inner_step": stats,
-            "best_after_adaptation": max(stats["mean"][1:])}
+    per_iteration = (cfg.meta_batch_size * cfg.inner_episodes
+                     * episode_horizon(family, cfg.horizon, "MAML") * (cfg.num_inner_steps + 1))
+    history, train_s = [], 0.0
+    for iteration in range(1, iterations + 1):
+        tick = time.perf_counter()
+        state, _ = update(state, jax.random.fold_in(jax.random.PRNGKey(seed), iteration - 1))
+        jax.block_until_ready(state)
+        train_s += time.perf_counter() - tick
+        if iteration % eval_every == 0 or iteration == iterations:
+            curve = np.asarray(evaluate(state, tasks, jax.random.PRNGKey(seed + 2))["maml"])
+            history.append({"iteration": iteration, "env_steps": iteration * per_iteration,
+                            "train_s": train_s, "return_by_inner_step": mean_and_ci95(curve)})
+    stats = history[-1]["return_by_inner_step"]
+    return {"config": dataclasses.asdict(cfg), "iterations": iterations,
+            "env_steps": iterations * per_iteration, "train_s": train_s,
+            "return_by_inner_step": stats, "best_after_adaptation": max(stats["mean"][1:]),
+            "history": history}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--maml-only needs a recorded PEARL run in {out}")
         iterations = 2 if args.quick else args.maml_iterations
         return update_json(out, {"maml": {
-            **maml_same_family(family, recorded, iterations, args.seed, args.quick),
+            **maml_same_family(family, recorded, iterations, args.seed, args.quick,
+                               1 if args.quick else args.eval_every),
             **machine_metadata()}}, metadata=False)
     cfg = config(args.family, args.quick)
     if args.variant:

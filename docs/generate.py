@@ -965,6 +965,20 @@ def pearl_navigation_comparison(name: str = "pearl_navigation2d.json") -> str:
                          f"{maml['env_steps'] / reached['env_steps']:.0f}x fewer.")
         else:
             lines.append("PEARL does not reach it within this run.")
+        if maml.get("history"):   # the other way round: when MAML first reaches PEARL's return
+            ours = final["pearl"]["mean"][-1]
+            passed = next((r for r in maml["history"]
+                           if max(r["return_by_inner_step"]["mean"][1:]) >= ours), None)
+            first = _pearl_reaches(data["history"], ours)
+            when = ("already at its first evaluation" if passed is maml["history"][0]
+                    else "first") if passed else ""
+            lines.append(
+                f"MAML-TRPO's curve (evaluated every {maml['history'][0]['iteration']} "
+                f"iterations) reaches PEARL's final {num(ours, 2)} {when}, at "
+                f"{thousands(passed['env_steps'])} env steps: "
+                f"{passed['env_steps'] / first['env_steps']:,.1f}x the "
+                f"{thousands(first['env_steps'])} PEARL first needed for it."
+                if passed else f"MAML-TRPO's curve never reaches PEARL's final {num(ours, 2)}.")
     if data.get("rl2_equal_steps"):
         lines.append(_rl2_equal_steps_line(data["rl2_equal_steps"], 1))
     return " ".join(lines) + "\n\n" + machines([(name, data)])
@@ -1063,8 +1077,21 @@ def metaq_comparison(name: str) -> str:
                     f"{conv['env_steps'] / reached['env_steps']:.0f}x fewer; it does not stay "
                     "there (the curve above)." if reached else
                     " `metaq` does not reach RL²'s converged episode-1 return in this run.")
+    runs = [(name, data)]
+    run = data.get("pearl_equal_steps")
+    if run:
+        per_split = "; ".join(
+            f"{split}: " + ", ".join(pm(m, c, 1) for m, c in zip(run[split]["pearl"]["mean"],
+                                                               run[split]["pearl"]["ci95"]))
+            + f" (prior z, last episode: {num(run[split]['prior_z']['mean'][-1], 1)})"
+            for split in ("test", "ood"))
+        text.append(f"\n\nPEARL's discrete-action variant (soft Q-learning over the actions), "
+                    f"trained with `metaq`'s total ({run['iterations']} iterations, "
+                    f"{thousands(run['env_steps'])} env steps, {minutes(run['wall_s'])} min), "
+                    f"per episode of accumulated context on the same tasks: {per_split}.")
+        runs.append((f"{name}, pearl_equal_steps", run))
     return (" ".join(text[:1]) + "\n\n" + table_text + "".join(text[1:]) + "\n\n"
-            + machines([(name, data)]))
+            + machines(runs))
 
 
 def metaq_headline() -> tuple[str, str]:

@@ -429,6 +429,10 @@ def test_pearl_benchmark_trains_maml_on_the_same_family_elsewhere(tmp_path):
     assert maml["env_steps"] == 2 * 2 * 2 * 20 * 2   # iterations x tasks x episodes x 20 x 2
     curve = maml["return_by_inner_step"]["mean"]   # before adapting, then after each step
     assert len(curve) >= 2 and maml["best_after_adaptation"] == max(curve[1:])
+    # a curve against env steps, evaluated every iteration in the quick run, ending at the end
+    assert [row["iteration"] for row in maml["history"]] == [1, 2]
+    assert maml["history"][-1]["return_by_inner_step"] == maml["return_by_inner_step"]
+    assert maml["history"][-1]["env_steps"] == maml["env_steps"]
     # a later attempt writes its own file beside the first and carries MAML's result over
     later = bench.main(["--quick", "--family", "point-robot", "--eval-tasks", "4",
                         "--variant", "80tasks", "--out", str(out)])
@@ -449,6 +453,14 @@ def test_metaq_classic_records_metaq_beside_the_per_task_dqn_and_rl2(tmp_path):
     assert len(dqn["test"]["env_steps_per_task"]) == len(dqn["test"]["return"]["mean"]) == 4
     assert result["rl2_equal_steps"]["env_steps"] >= result["env_steps"]
     assert json.loads(out.read_text())["family"] == "cartpole"
+    # PEARL's discrete variant with metaq's env steps, on the same tasks, in the same file
+    merged = bench.main(["--quick", "--pearl-only", "--out", str(out)])
+    pearl_run = merged["pearl_equal_steps"]
+    assert pearl_run["env_steps"] >= result["env_steps"]
+    assert set(pearl_run["test"]) >= {"pearl", "prior_z"} and set(pearl_run) >= {"test", "ood"}
+    assert merged["final"] == json.loads(json.dumps(result["final"]))   # metaq's run kept
+    with pytest.raises(SystemExit):   # nothing recorded to put PEARL beside
+        bench.main(["--quick", "--pearl-only", "--out", str(tmp_path / "none.json")])
 
 
 def test_offpolicy_speed_times_pearl_and_metaq(tmp_path):
