@@ -913,19 +913,25 @@ def pearl_navigation_curve(name: str = "pearl_navigation2d.json") -> str:
     # at most 12 rows, always the first and the last evaluation
     keep = sorted(set(np.linspace(0, len(history) - 1, min(12, len(history))).round().astype(int)))
     rows = []
+    # runs recorded since the posterior-mean curve existed also show it
+    extra = ["posterior_mean"] if "posterior_mean" in history[0] else []
     for row in (history[i] for i in keep):
         rows.append([f"{row['iteration']:,}", thousands(row["env_steps"]), minutes(row["train_s"])]
                     + [pm(m, c, 1) for m, c in zip(row["pearl"]["mean"], row["pearl"]["ci95"])]
-                    + [pm(row["prior_z"]["mean"][-1], row["prior_z"]["ci95"][-1], 1)]
+                    + [pm(row[c]["mean"][-1], row[c]["ci95"][-1], 1)
+                       for c in extra + ["prior_z"]]
                     + [f"{100 * row['success_last_episode']:.0f}%"
                        if "success_last_episode" in row else "—"])
     n = len(data["history"][0]["pearl"]["mean"])
     caption = (f"{data['eval_tasks']} held-out goals (test split, the same at every row); "
                "mean return ± 95% CI. Episode 1 samples z from the prior, later episodes from "
-               "the posterior of all context so far; `prior_z` never infers.")
+               "the posterior of all context so far; `prior_z` never infers"
+               + ("; `posterior_mean` acts on the posterior's mean instead of a sample, with "
+                  "the same keys." if extra else "."))
     return caption + "\n\n" + table(
         ["iteration", "env steps", "training (min)"] + [f"episode {i + 1}" for i in range(n)]
-        + [f"prior_z, episode {n}", f"reward in episode {n}"], rows, "l" + "r" * (n + 4))
+        + [f"{c}, episode {n}" for c in extra + ["prior_z"]] + [f"reward in episode {n}"],
+        rows, "l" + "r" * (n + 4 + len(extra)))
 
 
 def _rl2_equal_steps_line(rl2: dict, digits: int) -> str:

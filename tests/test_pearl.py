@@ -192,7 +192,7 @@ def test_runs_without_retracing_and_on_other_continuous_families():
         curve = learner.evaluate(state, family.sample(jax.random.PRNGKey(9), 3, "test"),
                                  jax.random.PRNGKey(1))
         assert np.asarray(curve["pearl"]).shape == (3, 3)
-        assert curve.baselines == ("prior_z",)
+        assert curve.baselines == ("posterior_mean", "prior_z")
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -307,3 +307,20 @@ def test_discrete_pearl_learns_cartpole_with_a_hidden_push_direction():
     curve = learner.evaluate(state, family.sample(jax.random.PRNGKey(1), 40, "test"),
                              jax.random.PRNGKey(2))
     assert float(np.asarray(curve["pearl"])[:, -1].mean()) > 60.0
+
+
+def test_acting_on_the_posterior_mean_removes_the_sampling_noise():
+    """navigation2d starts every episode at the origin with deterministic dynamics and the
+    actor's mode, so with z the posterior mean (episode 1: the prior's) the returns cannot
+    depend on the key; with z sampled they do."""
+    family = metarl_jax.make("navigation2d", max_steps_in_episode=10)
+    learner = pearl.make(tiny(horizon=10, num_exploration_episodes=0), family)
+    state = learner.init(jax.random.PRNGKey(0))
+    tasks = family.sample(jax.random.PRNGKey(9), 3, "test")
+    by_mean = [np.asarray(learner.adapt(state, tasks, jax.random.PRNGKey(k), 3, z_mode="mean"))
+               for k in (1, 2)]
+    np.testing.assert_array_equal(by_mean[0], by_mean[1])
+    sampled = [np.asarray(learner.adapt(state, tasks, jax.random.PRNGKey(k), 3)) for k in (1, 2)]
+    assert not np.array_equal(sampled[0], sampled[1])
+    with pytest.raises(ValueError, match="z_mode"):
+        learner.adapt(state, tasks, jax.random.PRNGKey(1), 3, z_mode="mode")

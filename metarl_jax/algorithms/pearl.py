@@ -507,14 +507,19 @@ def make(config: Config, family, mesh=None) -> Learner:
                                step=state.step + 1, env_steps=state.env_steps + steps)
         return new_state, metrics
 
-    def adapt(state: PEARLState, task_params, key, num_episodes: int, infer: bool = True):
+    def adapt(state: PEARLState, task_params, key, num_episodes: int, infer: bool = True,
+              z_mode: str = "sample"):
         """Return of each of ``num_episodes`` episodes on each task ``[B]``, ``[B, n]``.
 
         Episodes ``>= num_exploration_episodes`` draw ``z`` from the posterior
         of every transition collected so far on that task (``infer=False``:
-        always from the prior, the no-inference baseline); actions are the
-        actor's mode.
+        always from the prior, the no-inference baseline); with
+        ``z_mode="mean"`` they act on the posterior's mean instead of a sample
+        (exploration episodes still sample the prior). Actions are the actor's
+        mode.
         """
+        if z_mode not in ("sample", "mean"):
+            raise ValueError(f"z_mode must be 'sample' or 'mean', got {z_mode!r}")
         num = jax.tree.leaves(task_params)[0].shape[0]
         length = num_episodes * horizon
         context = jnp.zeros((num, length, context_dim), jnp.float32)
@@ -529,6 +534,8 @@ def make(config: Config, family, mesh=None) -> Learner:
             mean = jnp.where(use_posterior, mean, 0.0)
             var = jnp.where(use_posterior, var, 1.0)
             z = sample_z(k_z, mean, var)
+            if z_mode == "mean":
+                z = jnp.where(use_posterior, mean, z)
             traj, critic_rewards = play_episode(state.params["actor"], task_params, z,
                                                 k_play, True)
             items, valid = episode_items(traj, critic_rewards)
@@ -544,15 +551,19 @@ def make(config: Config, family, mesh=None) -> Learner:
     def evaluate(state: PEARLState, task_params, key: jax.Array,
                  num_steps: int | None = None) -> AdaptationCurves:
         """Return per episode of accumulated context on held-out tasks:
-        ``{"pearl": [tasks, n], "prior_z": [tasks, n]}`` (x = episodes ``1..n``,
-        ``n = num_steps`` or ``eval_episodes``); ``prior_z`` never infers."""
+        ``{"pearl", "posterior_mean", "prior_z"}``, each ``[tasks, n]`` (x = episodes
+        ``1..n``, ``n = num_steps`` or ``eval_episodes``). ``pearl`` is posterior
+        sampling; ``posterior_mean`` acts on the posterior's mean with the same keys
+        (what sampling costs or gains); ``prior_z`` never infers."""
         if num_steps is not None:
             check_positive_int("num_steps (evaluation episodes)", num_steps)
         num_episodes = num_steps or config.eval_episodes
         k_post, k_prior = jax.random.split(key)
-        return make_curves({"pearl": adapt(state, task_params, k_post, num_episodes),
-                            "prior_z": adapt(state, task_params, k_prior, num_episodes, False)},
-                           range(1, num_episodes + 1), "episode of context")
+        return make_curves(
+            {"pearl": adapt(state, task_params, k_post, num_episodes),
+             "posterior_mean": adapt(state, task_params, k_post, num_episodes, z_mode="mean"),
+             "prior_z": adapt(state, task_params, k_prior, num_episodes, False)},
+            range(1, num_episodes + 1), "episode of context")
 
     return Learner(init=init, update=update, evaluate=evaluate, config=config, family=family,
                    key_metric="collect_return", loss=loss, posterior=posterior,
