@@ -72,8 +72,9 @@ PLANNERS = {"rs": dict(kind="rs"), "cem": dict(kind="cem", iterations=3, num_eli
 
 
 def config(family: str, learner: str, quick: bool, planner: str = "rs") -> model_based.Config:
-    """CPU sizes: a 2 x 128 model (the reference's is 3 x 512), random shooting with 256
-    candidates, M = K = 16, one inner step of 0.01 whose size GrBAL meta-learns."""
+    """CPU sizes: a 2 x 128 model (the reference's is 3 x 512), 256 candidates (random
+    shooting, or CEM's per refit), M = K = 16, one inner step of 0.01 whose size GrBAL
+    meta-learns."""
     spec = FAMILIES[family]
     fields = dict(hidden_sizes=(128, 128), tasks_per_iteration=4, train_steps=200,
                   batch_size=64, replay_capacity=8000, past_length=16, future_length=16,
@@ -86,11 +87,9 @@ def config(family: str, learner: str, quick: bool, planner: str = "rs") -> model
     if quick:
         fields.update(hidden_sizes=(16,), tasks_per_iteration=2, train_steps=3, batch_size=8,
                       replay_capacity=400, past_length=4, future_length=4,
-                      planner=PlannerConfig(num_candidates=8, horizon=3,
-                                            **dict(PLANNERS[planner], num_elites=2)
-                                            if planner == "cem" else PLANNERS[planner]),
-                      policy_train_steps=2,
-                      context_size=4)
+                      planner=PlannerConfig(**{**PLANNERS[planner], "num_candidates": 8,
+                                               "horizon": 3, "num_elites": 2}),
+                      policy_train_steps=2, context_size=4)
     return model_based.Config(**fields)
 
 

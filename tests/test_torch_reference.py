@@ -69,8 +69,10 @@ ref = _load("torch_maml_reference")
 RTOL, ATOL = 2e-4, 2e-6
 CASES = {
     "navigation2d": dict(family=("navigation2d", {}), kind="navigation2d",
+                         # CG damping 1e-2 (the default is 1e-5): see the TRPO test
                          config=dict(meta_batch_size=3, inner_episodes=8, horizon=100,
-                                     inner_lr=0.1, hidden_sizes=(64, 64), activation="tanh")),
+                                     inner_lr=0.1, hidden_sizes=(64, 64), activation="tanh",
+                                     cg_damping=1e-2)),
     "bandit": dict(family=("bandit-bernoulli", {"arms": 10}), kind="bandit",
                    config=dict(meta_batch_size=3, inner_episodes=100, horizon=1, inner_lr=0.5,
                                gamma=0.95, hidden_sizes=(32, 32), activation="relu")),
@@ -217,7 +219,7 @@ def setup(request):
     discrete = request.param == "bandit"
     # the torch learner at the same parameters, same hyperparameters
     tconf = dict(ref.CONFIGS[case["kind"]], meta_batch_size=config.meta_batch_size,
-                 batch_size=config.inner_episodes)
+                 batch_size=config.inner_episodes, cg_damping=config.cg_damping)
     learner_t = ref.MAMLTRPO(tconf, seed=1)
     learner_t.params = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in
                                    flax_to_torch(state.meta_params["policy"], discrete).items())
@@ -404,10 +406,13 @@ def test_kl_hessian_vector_product_and_trpo_update_match(setup):
         assert float(info["step_fraction"]) > 0  # a step was taken
         assert logs["step_fraction"] == pytest.approx(float(info["step_fraction"]), rel=1e-5)
         np.testing.assert_allclose(logs["loss_before"], float(info["loss_before"]), atol=1e-6)
-        # CG with damping 1e-5 on a nearly singular Fisher amplifies rounding:
-        # here each float32 step is ~20% away from a float64 run of the port,
-        # while the two float32 implementations agree to ~1%; and the
-        # loss after the step (about g . step) agrees to the same ~1%
+        # CG with the default damping 1e-5 on this nearly singular Fisher amplifies
+        # float32 rounding: each float32 step is ~20% away from a float64 run of the
+        # port, and how far the two float32 implementations land from each other
+        # depends on the CPU (1% on one, 6% on another). With damping 1e-2 the system
+        # is well conditioned, so the comparison tests the mathematics (CG direction,
+        # step scale, line search), not the rounding; the step and the loss after it
+        # (about g . step) must then agree closely
         step_t = (ref._flat(list(lt.params.values())).detach() - old).numpy()
         step_j = (ref._flat(list(flax_to_torch(out["trpo_params"], s["discrete"]).values()))
                   - old).numpy()
