@@ -164,10 +164,10 @@ def main(argv=None):
         print(f"ensemble {ensemble}, {batch} envs: JAX {1e3 * row['jax']['median_s']:.1f} ms"
               + (f", PyTorch {1e3 * row['torch']['median_s']:.1f} ms "
                  f"({row['speedup']:.1f}x)" if row["torch"] else ""), flush=True)
-    result = {"rows": rows, "quick": args.quick, "repeats": args.repeats, "sizes": args.sizes,
-              "not_run": "256 and 1,024 parallel envs at the reference sizes: a GPU run "
-                         "(at this CPU's cost per env, 10-40 s per control step)"
-                         if args.sizes == "reference" else "none"}
+    result = {"rows": rows, "quick": args.quick, "repeats": args.repeats, "sizes": args.sizes}
+    if args.sizes == "reference":
+        result["not_run"] = ("256 and 1,024 parallel envs at the reference sizes: a GPU run "
+                             "(at this CPU's cost per env, 10-40 s per control step)")
     update_json(args.out, {**result, **machine_metadata()})
     print(f"wrote {args.out}")
     return result

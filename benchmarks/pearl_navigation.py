@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     base = args.out or os.path.join(RESULTS, f"pearl_{args.family.replace('-', '_')}.json")
-    out = base if args.variant is None else base.replace(".json", f"_{args.variant}.json")
+    out = base if args.variant is None else f"{os.path.splitext(base)[0]}_{args.variant}.json"
     family = metarl_jax.make(args.family)
     if args.rl2_only:
         recorded = read_json(out)
@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
               "seconds_per_iteration": train_s / iteration,
               "gradient_steps_per_s": iteration * cfg.num_train_steps / train_s,
               "history": history, "final": history[-1], "quick": args.quick,
-              # navigation2d: the recorded MAML run; elsewhere --maml-only adds one
               "variant": args.variant,
+              # navigation2d: the recorded MAML run; elsewhere --maml-only adds one (a
+              # variant's file carries over the first run's)
               "maml": (maml_navigation_reference(RESULTS) if args.family == "navigation2d"
                        else read_json(out, {}).get("maml") or read_json(base, {}).get("maml")),
               **machine_metadata()}

@@ -1221,6 +1221,8 @@ MODEL_BASED_PAIRS = (("grbal", "mb"), ("mb_de", "mb"), ("grbal", "mb_de"), ("reb
 def model_based_paired(name: str) -> str:
     """Paired differences of the learners' per-task returns: every learner plays the same
     tasks with the same keys, so ``A - B`` per task has a far smaller spread than A or B."""
+    from metarl_jax.training.report import mean_and_ci95   # the benchmarks' own estimator
+
     data = load(name)
     learners = dict(_model_based_learners(data))
     rows = []
@@ -1233,8 +1235,8 @@ def model_based_paired(name: str) -> str:
             if ra is None or rb is None:
                 continue
             diff = np.asarray(ra) - np.asarray(rb)
-            se = diff.std(ddof=1) / np.sqrt(len(diff))
-            mean, ci = diff.mean(), 1.96 * se
+            stats = mean_and_ci95(diff[:, None])
+            mean, ci = stats["mean"][0], stats["ci95"][0]
             verdict = ("A better" if mean - ci > 0 else "B better" if mean + ci < 0
                        else "no difference at 95%")
             rows.append([split, f"`{a}` − `{b}`", pm(mean, ci, 1, signed=True),
@@ -1252,6 +1254,13 @@ def _best_row(history: list[dict]) -> dict:
 
 def _first_reaching(history: list[dict], target: float) -> dict | None:
     return next((r for r in history if r["return"]["mean"][0] >= target), None)
+
+
+def _reached_at(steps: int | None, baseline_steps: int) -> str:
+    """When a model-based curve first reached a baseline's best, and how many times fewer
+    env steps that took than the baseline's."""
+    return (f"{thousands(steps)} ({baseline_steps / steps:,.0f}x fewer)" if steps
+            else "never (in its run)")
 
 
 def model_based_sample_efficiency(source: str = "model_based_pendulum.json") -> str:
@@ -1275,14 +1284,11 @@ def model_based_sample_efficiency(source: str = "model_based_pendulum.json") -> 
         best = _best_row(run["history"])
         reached = run.get("grbal_steps_to_best")
         matched = _first_reaching(run["history"], grbal["return"]["mean"][0])
-
-        def reach(steps):
-            return (f"{thousands(steps)} ({best['env_steps'] / steps:,.0f}x fewer)" if steps
-                    else "never (in its run)")
         rows.append([label, thousands(run["env_steps"]), minutes(run["train_s"]),
                      pm(best["return"]["mean"][0], best["return"]["ci95"][0], 1),
-                     thousands(best["env_steps"]), reach(reached),
-                     reach(run.get("mb_steps_to_best")) if "mb" in data["learners"] else "—",
+                     thousands(best["env_steps"]), _reached_at(reached, best["env_steps"]),
+                     _reached_at(run.get("mb_steps_to_best"), best["env_steps"])
+                     if "mb" in data["learners"] else "—",
                      f"{thousands(matched['env_steps'])} "
                      f"({matched['env_steps'] / grbal['env_steps']:,.0f}x GrBAL's)"
                      if matched else "not in this run"])
@@ -1315,7 +1321,7 @@ def model_based_speed_table(name: str = "model_based_speed.json") -> str:
     torch_row = next((r["torch"] for r in data["rows"] if r.get("torch")), None)
     note = (f"PyTorch {torch_row['version']} ({torch_row['threads']} threads, `torch.func`)."
             if torch_row else "PyTorch was not installed for this run.")
-    not_run = f" Not run: {data['not_run']}." if data["not_run"] != "none" else ""
+    not_run = f" Not run: {data['not_run']}." if data.get("not_run") else ""
     return (f"One control step (adaptation + planning) for all envs at once, median of "
             f"{data['repeats']} after a warm-up, compile apart. {note}{not_run}\n\n"
             + table(["model", "candidates x horizon", "ensemble", "envs", "JAX (ms)",
