@@ -98,7 +98,9 @@ def reused_baselines(path: str, data: dict) -> dict:
         if other.get(field) != data.get(field):
             raise SystemExit(f"{path} was recorded with {field}={other.get(field)!r}, the "
                              f"source with {data.get(field)!r}: its baselines do not apply")
-    return other["baselines"]
+    # each reused run keeps the machine and date it was trained on (this file's are the source's)
+    return {name: {**run, "machine": other.get("machine"), "date": other.get("date")}
+            for name, run in other["baselines"].items()}
 
 
 def plot(data: dict, path: str) -> None:
@@ -169,7 +171,8 @@ def main(argv=None):
                                            else best_row["env_steps"] / reached)
         baselines[name] = run
     out = args.out or args.source
-    merged = update_json(out, {"baselines": baselines})
+    # reused runs keep their own machine and date; the file's stay those of its own runs
+    merged = update_json(out, {"baselines": baselines}, metadata=not args.baselines_from)
     plot(merged, os.path.splitext(out)[0] + "_sample_efficiency.png")
     print(f"wrote {out}")
     return baselines

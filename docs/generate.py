@@ -1292,10 +1292,15 @@ def model_based_sample_efficiency(source: str = "model_based_pendulum.json") -> 
                      f"{thousands(matched['env_steps'])} "
                      f"({matched['env_steps'] / grbal['env_steps']:,.0f}x GrBAL's)"
                      if matched else "not in this run"])
-    origin = {run.get("reused_from") for run in base.values()} - {None}
-    reused = (f"\n\nThe MAML-TRPO and RL² rows are the runs recorded in "
-              f"`benchmarks/results/{origin.pop()}` (the same family, held-out tasks and key), "
-              "not retrained." if origin else "")
+    origin = {(run.get("reused_from"), run.get("machine"), str(run.get("date"))[:10])
+              for run in base.values() if run.get("reused_from")}
+    reused = ""
+    if origin:
+        source_file, machine, date = origin.pop()
+        reused = (f"\n\nThe MAML-TRPO and RL² rows are the runs recorded in "
+                  f"`benchmarks/results/{source_file}` (the same family, held-out tasks and "
+                  f"key), not retrained; they ran on {machine or 'a machine not recorded'}, "
+                  f"{date}.")
     return ("Best held-out return (one episode; MAML after its inner step, RL² in the "
             "trial's first episode) over each run, the env steps at which it was measured, "
             "when GrBAL's and MB's curves first reached it, and when each baseline's curve first "

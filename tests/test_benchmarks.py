@@ -500,11 +500,14 @@ def test_model_based_records_each_learner_on_test_and_ood(tmp_path):
     assert (tmp_path / "mb_sample_efficiency.png").exists()
     # a second source on the same family reuses those baselines instead of training them
     second = tmp_path / "mb_known.json"
-    second.write_text(json.dumps({k: v for k, v in recorded.items() if k != "baselines"}))
+    second.write_text(json.dumps({**{k: v for k, v in recorded.items() if k != "baselines"},
+                                  "date": "2000-01-01T00:00:00"}))
     reused = load_benchmark("model_based_baselines").main(
         ["--quick", "--source", str(second), "--baselines-from", str(out)])
     assert reused["maml"]["history"] == recorded["baselines"]["maml"]["history"]
     assert reused["rl2"]["reused_from"] == "mb.json"
+    assert reused["rl2"]["machine"] == recorded["machine"]   # where it was trained
+    assert json.loads(second.read_text())["date"] == "2000-01-01T00:00:00"   # its own runs'
     other = dict(recorded, eval_tasks=recorded["eval_tasks"] + 1)
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="eval_tasks"):
